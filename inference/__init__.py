@@ -1,0 +1,9 @@
+"""Code Llama inference: model, paged KV cache, continuous batching, offline and async APIs."""
+
+from .async_engine import AsyncEngine
+from .engine import LLMEngine
+from .llm import LLM
+from .outputs import CompletionOutput, RequestOutput, TokenLogprob
+from .sampling_params import SamplingParams
+
+__all__ = ["AsyncEngine", "CompletionOutput", "LLM", "LLMEngine", "RequestOutput", "SamplingParams", "TokenLogprob"]

@@ -1,0 +1,45 @@
+"""Command-line options shared by several subcommands: the engine's and the sampler's."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("engine")
+    g.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="default: bfloat16 on GPU, float32 on CPU")
+    g.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
+    g.add_argument("--max-model-len", type=int, help="context window (default: the model's)")
+    g.add_argument("--max-num-seqs", type=int, default=256, help="sequences batched together (default 256)")
+    g.add_argument("--num-kv-blocks", type=int, help="fixed KV-cache pool size in blocks")
+    g.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block (default 16)")
+    g.add_argument("--no-prefix-caching", action="store_true", help="do not reuse cached prompt prefixes")
+    g.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs (debugging)")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    return dict(dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
+                max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
+                enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager)
+
+
+def add_sampling_options(parser: argparse.ArgumentParser, max_tokens: int | None = 256) -> None:
+    g = parser.add_argument_group("sampling")
+    g.add_argument("--max-tokens", type=int, default=max_tokens, help=f"tokens to generate at most (default {max_tokens})")
+    g.add_argument("--temperature", type=float, default=0.2, help="0 is greedy (default 0.2)")
+    g.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: off)")
+    g.add_argument("--min-p", type=float, default=0.0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--presence-penalty", type=float, default=0.0)
+    g.add_argument("--frequency-penalty", type=float, default=0.0)
+    g.add_argument("--seed", type=int, help="make sampling reproducible")
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+    g.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict:
+    return dict(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos)

@@ -1,0 +1,144 @@
+"""Model and engine configuration.
+
+`ModelConfig` is read from a Hugging Face `config.json`; `EngineConfig` holds the serving limits.
+Both are frozen: values learned at run time (number of KV blocks, eos ids) live on the engine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float = 10000.0
+    rope_scaling_factor: float = 1.0  # linear position interpolation; 1.0 = none
+    rms_norm_eps: float = 1e-5
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                     "num_heads", "num_kv_heads", "head_dim", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"config.json: {name} must be positive, got {getattr(self, name)}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"config.json: num_attention_heads ({self.num_heads}) is not a multiple "
+                             f"of num_key_value_heads ({self.num_kv_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"config.json: head_dim must be even for rotary embeddings, got {self.head_dim}")
+
+    @property
+    def q_size(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ModelConfig":
+        archs = raw.get("architectures") or ["LlamaForCausalLM"]
+        if raw.get("model_type", "llama") != "llama" or not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+            raise ValueError(f"unsupported architecture {archs} (model_type {raw.get('model_type')!r}); "
+                             f"this server runs Llama / Code Llama models ({', '.join(SUPPORTED_ARCHITECTURES)})")
+        if raw.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported hidden_act {raw['hidden_act']!r}: Llama uses silu")
+        if raw.get("attention_bias") or raw.get("mlp_bias"):
+            raise ValueError("unsupported: attention_bias / mlp_bias are set; Llama has no biases")
+        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads") if k not in raw]
+        if missing:
+            raise ValueError(f"config.json is missing {', '.join(missing)}")
+        heads = raw["num_attention_heads"]
+        rope_theta, factor = _rope_settings(raw)
+        eos = raw.get("eos_token_id", 2)
+        if isinstance(eos, list):
+            eos = eos[0] if eos else None
+        return cls(
+            vocab_size=raw["vocab_size"],
+            hidden_size=raw["hidden_size"],
+            intermediate_size=raw["intermediate_size"],
+            num_layers=raw["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=raw.get("num_key_value_heads") or heads,
+            head_dim=raw.get("head_dim") or raw["hidden_size"] // heads,
+            rope_theta=rope_theta,
+            rope_scaling_factor=factor,
+            rms_norm_eps=raw.get("rms_norm_eps", 1e-5),
+            max_position_embeddings=raw.get("max_position_embeddings", 4096),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            bos_token_id=raw.get("bos_token_id", 1),
+            eos_token_id=eos,
+        )
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> "ModelConfig":
+        cfg = Path(path) / "config.json"
+        if not cfg.is_file():
+            raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face model directory "
+                                    f"or a workspace made by `codellama convert`)")
+        try:
+            raw = json.loads(cfg.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg}: not valid JSON ({e})") from None
+        return cls.from_dict(raw)
+
+
+def _rope_settings(raw: dict) -> tuple[float, float]:
+    """(theta, linear scaling factor), from transformers 4 (`rope_theta`, `rope_scaling`) or
+    transformers 5 (`rope_parameters`) layouts."""
+    params = raw.get("rope_parameters") or {}
+    scaling = raw.get("rope_scaling") or {}
+    theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
+    merged = {**scaling, **params}
+    kind = merged.get("rope_type", merged.get("type", "default"))
+    if kind in (None, "default"):
+        return float(theta), 1.0
+    if kind == "linear":
+        return float(theta), float(merged["factor"])
+    raise ValueError(f"unsupported rope scaling {kind!r}: only linear scaling is implemented")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Serving limits, named as in vLLM."""
+
+    block_size: int = 16
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 4096
+    enable_prefix_caching: bool = True
+    num_kv_blocks: int | None = None  # fixed pool size; None = sized from memory
+    kv_cache_memory_fraction: float = 0.9  # GPU: fraction of free memory after weights
+    kv_cache_gib: float = 1.0  # CPU pool size when num_kv_blocks is not given
+    enforce_eager: bool = False  # GPU: no CUDA graphs
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.block_size <= 128 and self.block_size & (self.block_size - 1) == 0):
+            raise ValueError(f"block_size must be a power of two up to 128, got {self.block_size}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        if self.max_model_len < 2:
+            raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ValueError(f"num_kv_blocks must be >= 1, got {self.num_kv_blocks}")
+        if not 0 < self.kv_cache_memory_fraction <= 1:
+            raise ValueError(f"kv_cache_memory_fraction must be in (0, 1], got {self.kv_cache_memory_fraction}")
+        if self.kv_cache_gib <= 0:
+            raise ValueError(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")

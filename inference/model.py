@@ -1,0 +1,123 @@
+"""The Llama / Code Llama decoder, written against the paged KV cache.
+
+Projections are fused (QKV, gate/up) and may hold one tensor-parallel shard: column-parallel
+layers (QKV, gate/up) hold a slice of the heads / MLP columns, row-parallel layers (o, down)
+the matching input slice, and their partial sums are all-reduced inline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+import kernels
+
+from .attention import AttentionMetadata
+from .config import ModelConfig
+
+
+@dataclass(frozen=True, slots=True)
+class TensorParallel:
+    rank: int = 0
+    size: int = 1
+    group: object = None  # torch.distributed process group when size > 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.size:
+            raise ValueError(f"tensor-parallel rank {self.rank} outside 0..{self.size - 1}")
+
+    def shard(self, n: int, what: str) -> int:
+        if n % self.size:
+            raise ValueError(f"{what} ({n}) is not divisible by the tensor-parallel size {self.size}")
+        return n // self.size
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size > 1:
+            dist.all_reduce(x, group=self.group)
+        return x
+
+
+def _empty(*shape: int, dtype: torch.dtype, device: torch.device) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.tp = tp
+        self.num_heads = tp.shard(cfg.num_heads, "num_attention_heads")
+        self.num_kv_heads = tp.shard(cfg.num_kv_heads, "num_key_value_heads")
+        self.head_dim = cfg.head_dim
+        self.eps = cfg.rms_norm_eps
+        self.scale = cfg.head_dim ** -0.5
+        inter = tp.shard(cfg.intermediate_size, "intermediate_size")
+        qkv_rows = (self.num_heads + 2 * self.num_kv_heads) * cfg.head_dim
+        kw = dict(dtype=dtype, device=device)
+        self.input_layernorm = _empty(cfg.hidden_size, **kw)
+        self.qkv_proj = _empty(qkv_rows, cfg.hidden_size, **kw)
+        self.o_proj = _empty(cfg.hidden_size, self.num_heads * cfg.head_dim, **kw)
+        self.post_attention_layernorm = _empty(cfg.hidden_size, **kw)
+        self.gate_up_proj = _empty(2 * inter, cfg.hidden_size, **kw)
+        self.down_proj = _empty(cfg.hidden_size, inter, **kw)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, positions: torch.Tensor,
+                cos_sin: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        x, residual = kernels.rms_norm(hidden, self.input_layernorm, self.eps, residual)
+        hidden = self.attention(x, positions, cos_sin, kv_cache, meta)
+        x, residual = kernels.rms_norm(hidden, self.post_attention_layernorm, self.eps, residual)
+        hidden = self.tp.all_reduce(F.linear(kernels.silu_and_mul(F.linear(x, self.gate_up_proj)),
+                                             self.down_proj))
+        return hidden, residual
+
+    def attention(self, x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor,
+                  kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        t, d = x.shape[0], self.head_dim
+        q, k, v = F.linear(x, self.qkv_proj).split(
+            [self.num_heads * d, self.num_kv_heads * d, self.num_kv_heads * d], dim=-1)
+        q, k, v = q.view(t, -1, d), k.view(t, -1, d), v.view(t, -1, d)
+        kernels.rotary(q, k, positions, cos_sin)
+        k_cache, v_cache = kv_cache[0], kv_cache[1]
+        kernels.write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+        out = kernels.paged_attention(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
+                                      meta.block_tables, self.scale)
+        return self.tp.all_reduce(F.linear(out.view(t, -1), self.o_proj))
+
+
+class LlamaModel(nn.Module):
+    """Parameters are allocated uninitialised; `inference.weights.load_weights` fills them."""
+
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str,
+                 tp: TensorParallel = TensorParallel()):
+        super().__init__()
+        device = torch.device(device)
+        self.cfg, self.tp = cfg, tp
+        kw = dict(dtype=dtype, device=device)
+        self.embed_tokens = _empty(cfg.vocab_size, cfg.hidden_size, **kw)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, tp, dtype, device) for _ in range(cfg.num_layers))
+        self.norm = _empty(cfg.hidden_size, **kw)
+        self.lm_head = self.embed_tokens if cfg.tie_word_embeddings else _empty(cfg.vocab_size, cfg.hidden_size, **kw)
+        self.register_buffer("cos_sin", kernels.rotary_cos_sin(
+            cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling_factor, device),
+            persistent=False)
+
+    @property
+    def num_local_kv_heads(self) -> int:
+        return self.layers[0].num_kv_heads
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: torch.Tensor,
+                meta: AttentionMetadata) -> torch.Tensor:
+        """input_ids, positions: [T]; kv_caches: [layers, 2, blocks, block_size, kv_heads, head_dim].
+        Returns the final-normed hidden states, [T, hidden]."""
+        hidden, residual = F.embedding(input_ids, self.embed_tokens), None
+        for layer, kv_cache in zip(self.layers, kv_caches):
+            hidden, residual = layer(hidden, residual, positions, self.cos_sin, kv_cache, meta)
+        hidden, _ = kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps, residual)
+        return hidden
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.lm_head).float()

@@ -1,0 +1,13 @@
+import os
+
+# Triton kernels run on the CPU through Triton's interpreter; it must be chosen before any
+# kernel is defined, that is before `kernels` is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Build the embedded default model into a temporary cache, not the user's."""
+    os.environ["CODELLAMA_CACHE"] = str(tmp_path_factory.mktemp("codellama-cache"))
