@@ -17,6 +17,7 @@ import torch
 from .block_manager import BlockManager
 from .config import EngineConfig, ModelConfig
 from .detokenizer import IncrementalDetokenizer
+from .model_info import load_model_info
 from .model_source import resolve_model_dir
 from .output_processor import SequenceOutput
 from .outputs import RequestMetrics, RequestOutput
@@ -70,9 +71,11 @@ class LLMEngine:
                  num_kv_blocks: int | None = None, max_num_seqs: int = 256,
                  max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
                  max_model_len: int | None = None, enforce_eager: bool = False,
-                 kv_cache_memory_fraction: float = 0.9):
+                 kv_cache_memory_fraction: float = 0.9, model_name: str | None = None,
+                 capabilities: list[str] | None = None):
         self.model_dir = resolve_model_dir(model)
         self.model_config = ModelConfig.from_dir(self.model_dir)
+        self.model_info = load_model_info(self.model_dir, model_name, capabilities)
         self.tokenizer = Tokenizer(self.model_dir / "tokenizer.model")
         if self.tokenizer.vocab_size > self.model_config.vocab_size:
             raise ValueError(f"{self.model_dir}: the tokenizer has {self.tokenizer.vocab_size} pieces but the "

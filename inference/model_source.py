@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .model_info import ABILITIES, METADATA_FILE
+
 ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL_NAME = "codellama-tiny-random-v1"
+DEFAULT_MODEL_NAME = "codellama-tiny-random-v2"
 DEFAULT_CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
     "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
@@ -82,4 +84,7 @@ def build_default_model(out: Path) -> None:
         }
     save_file(tensors, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    meta = {"model_name": DEFAULT_MODEL_NAME, "variant": "instruct", "size": "tiny",
+            "capabilities": list(ABILITIES), "source": "built-in: seeded random weights"}
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     shutil.copyfile(ASSETS / "tokenizer.model", out / "tokenizer.model")

@@ -1,0 +1,83 @@
+"""What a model is (variant, size) and which of Code Llama's abilities it has.
+
+Read from a workspace's `codellama.json`, or derived from a model name the user gives
+(`--model-name CodeLlama-7b-Instruct-hf`), never guessed from a directory name alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ABILITIES = ("completion", "infilling", "chat", "python")
+METADATA_FILE = "codellama.json"
+
+# Meta's table: only 7B/13B were trained to infill; Python models have no infilling or chat.
+_TABLE = {
+    ("base", "small"): ("completion", "infilling"),
+    ("base", "large"): ("completion",),
+    ("python", "small"): ("completion", "python"),
+    ("python", "large"): ("completion", "python"),
+    ("instruct", "small"): ("completion", "infilling", "chat"),
+    ("instruct", "large"): ("completion", "chat"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    variant: str  # "base", "python" or "instruct"
+    size: str  # "7b", "13b", "34b", "70b", or another label for other checkpoints
+    capabilities: tuple[str, ...]
+
+    def require(self, ability: str) -> None:
+        if ability in self.capabilities:
+            return
+        if self.variant == "unknown":
+            raise ValueError(f"{self.name}: {ability} needs to know which Code Llama this is; give --model-name "
+                             f"(e.g. CodeLlama-7b-Instruct-hf) or --capabilities, or convert it into a workspace")
+        raise ValueError(f"{self.name} cannot do {ability}: its abilities are {', '.join(self.capabilities)}"
+                         f" (a fine-tuned checkpoint can declare more with --capabilities)")
+
+
+def abilities_for(variant: str, size: str) -> tuple[str, ...]:
+    return _TABLE[(variant, "small" if size in ("7b", "13b") else "large")]
+
+
+def parse_model_name(name: str) -> tuple[str, str]:
+    """(variant, size) from a Code Llama model name such as "CodeLlama-13b-Python-hf"."""
+    lowered = name.lower()
+    size = re.search(r"(\d+)b\b", lowered.replace("-", " ").replace("_", " "))
+    if "llama" not in lowered or size is None:
+        raise ValueError(f"cannot tell variant and size from model name {name!r}; "
+                         f"expected a name like CodeLlama-7b-Instruct-hf")
+    variant = "instruct" if "instruct" in lowered else "python" if "python" in lowered else "base"
+    return variant, size.group(1) + "b"
+
+
+def _validated(capabilities) -> tuple[str, ...]:
+    caps = tuple(capabilities)
+    unknown = [c for c in caps if c not in ABILITIES]
+    if unknown or not caps:
+        raise ValueError(f"unknown abilities {unknown or caps}; choose from {', '.join(ABILITIES)}")
+    return caps
+
+
+def load_model_info(model_dir: str | Path, model_name: str | None = None,
+                    capabilities: list[str] | None = None) -> ModelInfo:
+    """The model name if given, else the workspace's metadata, else an unknown variant that can
+    only complete; `capabilities` overrides the abilities."""
+    meta_path = Path(model_dir) / METADATA_FILE
+    if model_name is not None:
+        variant, size = parse_model_name(model_name)
+        info = ModelInfo(model_name, variant, size, abilities_for(variant, size))
+    elif meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        info = ModelInfo(meta["model_name"], meta["variant"], meta["size"], _validated(meta["capabilities"]))
+    else:  # a plain checkpoint of unknown variant: plain completion is always safe
+        info = ModelInfo(Path(model_dir).name, "unknown", "unknown", ("completion",))
+    if capabilities:
+        info = ModelInfo(info.name, info.variant, info.size, _validated(capabilities))
+    return info
