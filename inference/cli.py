@@ -10,6 +10,7 @@ import sys
 
 COMMANDS = {
     "generate": ("inference.commands.generate", "complete one prompt from the shell"),
+    "bench": ("inference.commands.bench", "measure speed on the GPU (random weights, real shapes)"),
 }
 
 

@@ -72,7 +72,7 @@ class LLMEngine:
                  max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
                  max_model_len: int | None = None, enforce_eager: bool = False,
                  kv_cache_memory_fraction: float = 0.9, model_name: str | None = None,
-                 capabilities: list[str] | None = None):
+                 capabilities: list[str] | None = None, load_format: str = "auto"):
         self.model_dir = resolve_model_dir(model)
         self.model_config = ModelConfig.from_dir(self.model_dir)
         self.model_info = load_model_info(self.model_dir, model_name, capabilities)
@@ -92,7 +92,7 @@ class LLMEngine:
             num_kv_blocks=num_kv_blocks, enforce_eager=enforce_eager,
             kv_cache_memory_fraction=kv_cache_memory_fraction)
         self.runner = ModelRunner(self.model_config, self.config, self.model_dir, self.dtype, self.device,
-                                  self.tokenizer.vocab_size)
+                                  self.tokenizer.vocab_size, load_format=load_format)
         self.blocks = BlockManager(self.runner.num_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(self.config, self.blocks, self.tokenizer.eos_id)
         self.requests: dict[str, RequestState] = {}
