@@ -32,7 +32,7 @@ def exponential_noise(seeds: torch.Tensor, positions: torch.Tensor, vocab_size: 
     row_key = _mix64(_mix64(seeds) + positions * _GOLDEN)
     cols = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64) * _GOLDEN
     bits = _mix64(row_key[:, None] ^ cols[None, :])
-    uniform = (((bits >> 40) & 0xFFFFFF).float() + 1.0) * (1.0 / (1 << 24))  # (0, 1]
+    uniform = (((bits >> 40) & 0xFFFFFF).float() + 0.5) * (1.0 / (1 << 24))  # (0, 1): the noise is never 0
     return -torch.log(uniform)
 
 

@@ -11,7 +11,7 @@ from ..sampling_params import SamplingParams
 from .common import make_engine
 
 
-def fixed_set(num: int, input_len: int, output_len: int, seed: int = 0) -> list[tuple[int, int]]:
+def fixed_set(num: int, input_len: int, output_len: int) -> list[tuple[int, int]]:
     return [(input_len, output_len)] * num
 
 

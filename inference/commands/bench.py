@@ -1,4 +1,5 @@
-"""`codellama bench latency|throughput|kernels`: speed on random-weight models of the real shapes."""
+"""`codellama bench latency|throughput|kernels|profile`: speed on random-weight models of the real
+shapes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["latency", "throughput", "kernels"])
+    parser.add_argument("what", choices=["latency", "throughput", "kernels", "profile"])
     parser.add_argument("--shape", choices=["7b", "13b", "34b", "70b"], default="7b")
     parser.add_argument("--out", help="also write the JSON record here")
     parser.add_argument("--baseline", action="store_true",
@@ -15,6 +16,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-prompts", type=int, default=1000, help="requests of the mixed-length set (0: skip)")
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--enforce-eager", action="store_true", help="latency without CUDA graphs")
+    parser.add_argument("--batch", type=int, default=1, help="profile: decode batch size")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         if args.baseline:
             from inference.bench import hf_baseline
             record["baseline"] = hf_baseline.run(args.shape, batches=(32,), prompt_len=128, new_tokens=128)
+    elif args.what == "profile":
+        from inference.bench import profile
+        record["profile"] = profile.run(args.shape, batch=args.batch)
     else:
         from inference.bench import kernels_bench
         record["kernels"] = kernels_bench.run(copy_bw)

@@ -6,6 +6,7 @@ import torch
 from kernels.paged_attention import paged_attention_ref
 from kernels.paged_decode_attention import decode_num_splits, paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention
+from tests.conftest import DEVICE
 from tests.kernels.paged_cases import make_case
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
@@ -22,14 +23,14 @@ def reference(case):
 @pytest.mark.parametrize("splits", [1, 4])
 def test_decode_matches_reference(dtype, heads, kv_heads, dim, page, splits):
     context = [1, 15, 16, 17, 70, 33]  # block boundaries and odd lengths
-    case = make_case([1] * len(context), context, heads=heads, kv_heads=kv_heads, dim=dim, page=page, dtype=dtype)
+    case = make_case([1] * len(context), context, heads=heads, kv_heads=kv_heads, dim=dim, page=page, dtype=dtype, device=DEVICE)
     got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
                                  case.scale, num_splits=splits)
     torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
 
 
 def test_decode_padding_rows_give_zeros_not_nans():
-    case = make_case([1, 1], [5, 9])
+    case = make_case([1, 1], [5, 9], device=DEVICE)
     case.context_lens[1] = 0  # a padded row of a CUDA-graph batch
     got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
                                  case.scale, num_splits=2)
@@ -42,14 +43,14 @@ def test_decode_padding_rows_give_zeros_not_nans():
 def test_prefill_and_extend_match_reference(dtype, heads, kv_heads, dim):
     # a whole prompt, chunks that extend a cached prefix, and a single-token query
     query_lens, context = [37, 16, 5, 1, 20], [37, 48, 21, 9, 20]
-    case = make_case(query_lens, context, heads=heads, kv_heads=kv_heads, dim=dim, dtype=dtype)
+    case = make_case(query_lens, context, heads=heads, kv_heads=kv_heads, dim=dim, dtype=dtype, device=DEVICE)
     got = paged_prefill_attention(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
                                   case.block_tables, case.scale, case.max_query_len)
     torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
 
 
 def test_prefill_from_a_later_sequence_leaves_earlier_rows_alone():
-    case = make_case([1, 1, 12], [7, 30, 12])
+    case = make_case([1, 1, 12], [7, 30, 12], device=DEVICE)
     out = torch.full_like(case.q, 7.0)
     paged_prefill_attention(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
                             case.block_tables, case.scale, 12, first_seq=2, out=out)

@@ -7,12 +7,13 @@ from kernels.kv_cache_write import write_kv, write_kv_ref
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import rotary, rotary_cos_sin, rotary_ref
 from kernels.silu_mul import silu_and_mul, silu_and_mul_ref
+from tests.conftest import DEVICE
 
 DTYPES = [torch.float32, torch.float16]
 
 
 def rand(*shape, dtype=torch.float32, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype).to(DEVICE)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -34,8 +35,8 @@ def test_rms_norm_with_and_without_residual(dtype, hidden):
 def test_rotary_in_place_on_strided_views(dtype, hq, hk, dim):
     t = 7
     qkv = rand(t, (hq + 2 * hk) * dim, dtype=dtype)  # q and k are views into a fused projection
-    cos_sin = rotary_cos_sin(dim, 4096, theta=1e6, scaling_factor=2.0)
-    positions = torch.tensor([0, 1, 17, 255, 1000, 4095, 3])
+    cos_sin = rotary_cos_sin(dim, 4096, theta=1e6, scaling_factor=2.0, device=DEVICE)
+    positions = torch.tensor([0, 1, 17, 255, 1000, 4095, 3], device=DEVICE)
     want_q, want_k = [x.clone().view(t, -1, dim) for x in qkv.split([hq * dim, hk * dim, hk * dim], -1)[:2]]
     rotary_ref(want_q, want_k, positions, cos_sin)
     q, k, _ = qkv.split([hq * dim, hk * dim, hk * dim], -1)
@@ -59,8 +60,9 @@ def test_kv_write_skips_padding_slots(dtype):
     t, heads, dim, blocks, page = 6, 2, 16, 4, 8
     qkv = rand(t, 3 * heads * dim, dtype=dtype)
     _, k, v = (x.view(t, heads, dim) for x in qkv.split(heads * dim, -1))
-    slots = torch.tensor([3, 8, -1, 31, 16, -1])
-    want_k, want_v = torch.zeros(blocks, page, heads, dim, dtype=dtype), torch.zeros(blocks, page, heads, dim, dtype=dtype)
+    slots = torch.tensor([3, 8, -1, 31, 16, -1], device=DEVICE)
+    want_k = torch.zeros(blocks, page, heads, dim, dtype=dtype, device=DEVICE)
+    want_v = torch.zeros_like(want_k)
     write_kv_ref(k, v, want_k, want_v, slots)
     got_k, got_v = torch.zeros_like(want_k), torch.zeros_like(want_v)
     write_kv(k, v, got_k, got_v, slots)
