@@ -31,9 +31,13 @@ def exponential_noise(seeds: torch.Tensor, positions: torch.Tensor, vocab_size: 
     """[B, vocab] float32 Exp(1) noise, determined by each row's (seed, position) alone."""
     row_key = _mix64(_mix64(seeds) + positions * _GOLDEN)
     cols = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64) * _GOLDEN
-    bits = _mix64(row_key[:, None] ^ cols[None, :])
-    uniform = (((bits >> 40) & 0xFFFFFF).float() + 0.5) * (1.0 / (1 << 24))  # (0, 1): the noise is never 0
-    return -torch.log(uniform)
+    return -torch.log(uniform_from_bits(_mix64(row_key[:, None] ^ cols[None, :])))
+
+
+def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
+    """Uniform floats strictly inside (0, 1) from random int64 bits, exactly representable in
+    float32 (23 bits and a half), so the exponential noise is never 0 or infinite."""
+    return (((bits >> 41) & 0x7FFFFF).float() + 0.5) * (1.0 / (1 << 23))
 
 
 @dataclass(slots=True)
