@@ -82,7 +82,7 @@ def test_top_k_top_p_and_min_p_exclude_tokens():
 
 
 def test_uniform_noise_never_reaches_zero_or_one():
-    extremes = torch.tensor([0, -1, (1 << 63) - 1, -(1 << 63), 0x7FFFFF << 41], dtype=torch.int64)
+    extremes = torch.tensor([0, -1, (1 << 63) - 1, -(1 << 63), (0x7FFFFF << 40) - 1], dtype=torch.int64)
     u = uniform_from_bits(extremes)
     assert (u > 0).all() and (u < 1).all()
     assert torch.isfinite(-torch.log(u)).all() and (-torch.log(u) > 0).all()
