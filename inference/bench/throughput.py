@@ -27,14 +27,19 @@ def _run_set(engine, lengths: list[tuple[int, int]], seed: int) -> dict:
         prompt = [1] + [rng.randrange(3, 4000) for _ in range(n_in - 1)]
         params = SamplingParams(max_tokens=n_out, temperature=1.0, top_p=1.0, ignore_eos=True, seed=i)
         engine.add_request(f"{seed}-{i}", prompt, params)
-    steps, start = 0, time.perf_counter()
+    decode_times, prefill_times = [], []  # wall time of steps without and with prompt tokens
+    start = time.perf_counter()
     while engine.has_unfinished:
+        prompt_tokens, t0 = engine.stats.prompt_tokens, time.perf_counter()
         engine.step()
-        steps += 1
+        (prefill_times if engine.stats.prompt_tokens > prompt_tokens else decode_times).append(
+            time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     n_in, n_out = sum(a for a, _ in lengths), sum(b for _, b in lengths)
     return {"requests": len(lengths), "input_tokens": n_in, "output_tokens": n_out, "seconds": elapsed,
-            "steps": steps, "output_tok_s": n_out / elapsed, "total_tok_s": (n_in + n_out) / elapsed}
+            "output_tok_s": n_out / elapsed, "total_tok_s": (n_in + n_out) / elapsed,
+            "decode_steps": len(decode_times), "decode_seconds": sum(decode_times),
+            "prefill_steps": len(prefill_times), "prefill_seconds": sum(prefill_times)}
 
 
 def run(shape: str, num_prompts: int = 1000, input_len: int = 128, output_len: int = 128,

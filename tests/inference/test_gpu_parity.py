@@ -1,4 +1,8 @@
-"""End to end on the GPU: a random model of the real CodeLlama-7B shape against transformers."""
+"""End to end on the GPU: a random model of the real CodeLlama-7B shape against transformers.
+
+Both run in bf16, whose rounding alone moves logits by a few percent through 32 random layers,
+so each is measured against transformers in float32: the engine must be about as close to it as
+transformers' own bf16 run is."""
 
 import pytest
 import torch
@@ -9,7 +13,7 @@ from inference.weights import load_tensors
 from tests.engine_steps import logits_per_step
 
 pytestmark = pytest.mark.gpu
-NEAR_TIE = 0.05  # logit margin under which bf16 rounding may legitimately swap the top two
+NEAR_TIE = 0.1  # top-2 logit margin (float32 reference) under which bf16 may swap the two
 
 
 @pytest.fixture(scope="module")
@@ -39,37 +43,48 @@ def prompts(vocab: int):
 
 @torch.inference_mode()
 def hf_greedy(hf, prompt, steps, vocab):
-    """transformers' greedy continuation over the tokens the engine can sample, with margins."""
+    """transformers' greedy continuation (bf16) over the tokens the engine can sample."""
     ids = torch.tensor([prompt], device="cuda")
     out = hf(ids, use_cache=True)
-    tokens, margins = [], []
+    tokens = []
     for _ in range(steps):
-        logits = out.logits[0, -1, :vocab].float()
-        top = logits.topk(2)
-        tokens.append(top.indices[0].item())
-        margins.append((top.values[0] - top.values[1]).item())
+        tokens.append(out.logits[0, -1, :vocab].argmax().item())
         out = hf(torch.tensor([[tokens[-1]]], device="cuda"), past_key_values=out.past_key_values, use_cache=True)
-    return tokens, margins
+    return tokens
+
+
+@torch.inference_mode()
+def hf_logits(hf, sequence, first):
+    return hf(torch.tensor([sequence], device="cuda")).logits[0, first:].float().cpu()
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
 
 
 def test_logits_and_greedy_tokens_match_transformers(models):
     hf, engine = models
     vocab = engine.tokenizer.vocab_size
     ps = prompts(vocab)
-    reference = [hf_greedy(hf, p, 64, vocab) for p in ps]
+    greedy = [hf_greedy(hf, p, 64, vocab) for p in ps]
+    bf16 = [hf_logits(hf, p + g[:-1], len(p) - 1) for p, g in zip(ps, greedy)]
+    ours = logits_per_step(engine, ps, 63, greedy)  # teacher-forced on transformers' tokens
+    hf.float()
+    fp32 = [hf_logits(hf, p + g[:-1], len(p) - 1) for p, g in zip(ps, greedy)]
+    hf.to(torch.bfloat16)
 
-    # teacher-forced: the engine's logits at every position of transformers' greedy sequence
-    got = logits_per_step(engine, ps, 63, [r[0] for r in reference])
-    for p, (tokens, margins), steps in zip(ps, reference, got):
-        with torch.inference_mode():
-            full = hf(torch.tensor([p + tokens[:-1]], device="cuda")).logits[0, len(p) - 1:].float().cpu()
-        for i, logits in enumerate(steps):
-            err = ((logits - full[i]).norm() / full[i].norm()).item()
-            assert err < 2e-2, f"step {i}: relative error {err}"
-            if margins[i] > NEAR_TIE:
-                assert logits[:vocab].argmax().item() == tokens[i], f"step {i}"
+    for k in range(len(ps)):
+        mine = torch.stack(ours[k])
+        err_ours, err_hf = rel(mine, fp32[k]), rel(bf16[k], fp32[k])
+        assert err_ours < 1.5 * err_hf + 1e-3, f"prompt {k}: engine {err_ours:.4f} vs transformers bf16 {err_hf:.4f}"
+        top = fp32[k][:, :vocab].topk(2)
+        clear = (top.values[:, 0] - top.values[:, 1]) > NEAR_TIE
+        assert clear.sum() > 32
+        assert torch.equal(mine[:, :vocab].argmax(-1)[clear], top.indices[clear, 0]), f"prompt {k}"
+        assert torch.equal(bf16[k][:, :vocab].argmax(-1)[clear], top.indices[clear, 0])
 
-    # free-running greedy generation, batched: identical until transformers' first near-tie
+    # free-running greedy generation, batched: identical to transformers' bf16 greedy tokens up
+    # to the first position where the float32 reference calls it a near-tie
     outs = {}
     for i, p in enumerate(ps):
         engine.add_request(str(i), p, SamplingParams(max_tokens=64, temperature=0, ignore_eos=True))
@@ -77,7 +92,9 @@ def test_logits_and_greedy_tokens_match_transformers(models):
         for out in engine.step():
             outs.setdefault(out.request_id, []).extend(out.outputs[0].token_ids)
     compared = 0
-    for i, (tokens, margins) in enumerate(reference):
+    for i, tokens in enumerate(greedy):
+        top = fp32[i][:, :vocab].topk(2)
+        margins = (top.values[:, 0] - top.values[:, 1]).tolist()
         for j, (mine, theirs) in enumerate(zip(outs[str(i)], tokens)):
             if margins[j] < NEAR_TIE:
                 break
