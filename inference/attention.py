@@ -42,3 +42,20 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         kernels.paged_prefill_attention(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
                                         meta.block_tables, scale, meta.max_query_len, first_seq=nd, out=out)
     return out
+
+
+def warm_up_attention(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype,
+                      device: torch.device) -> None:
+    """Compile every variant of the attention kernels that a step can ask for (split counts,
+    query tile sizes) now, rather than in the middle of serving."""
+    longest = 130  # over 64: the largest query tile
+    cache = torch.zeros(1, block_size, num_kv_heads, head_dim, dtype=dtype, device=device)
+    tables = torch.zeros(1, -(-longest // block_size), dtype=torch.int32, device=device)  # all in block 0
+    q = torch.zeros(longest, num_heads, head_dim, dtype=dtype, device=device)
+    for splits in (2 ** i for i in range(kernels.MAX_SPLITS.bit_length())):
+        kernels.paged_decode_attention(q[:1], cache, cache, tables, torch.ones(1, dtype=torch.int32, device=device),
+                                       1.0, splits)
+    for q_len in (16, 64, longest):  # each query tile size
+        lens = torch.tensor([q_len], dtype=torch.int32, device=device)
+        cu = torch.tensor([0, q_len], dtype=torch.int32, device=device)
+        kernels.paged_prefill_attention(q[:q_len], cache, cache, cu, lens, tables, 1.0, q_len)

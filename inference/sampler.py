@@ -64,12 +64,13 @@ class SamplingTensors:
         if penalties:
             floats += [[p.repetition_penalty for p in ps], [p.presence_penalty for p in ps],
                        [p.frequency_penalty for p in ps]]
+        # the token being sampled is the last, pending, one of each sequence
         ints = [[p.top_k if p.top_k > 0 else vocab_size for p in ps], [s.seed for s in seqs],
-                [s.num_output_tokens for s in seqs]]
+                [s.num_output_tokens - 1 for s in seqs]]
         f, i = lists_to_device(floats, torch.float32, device), lists_to_device(ints, torch.int64, device)
         counts = mask = None
         if penalties:
-            counts = _token_table(vocab_size, [s.output_token_ids for s in seqs], device)
+            counts = _token_table(vocab_size, [s.output_token_ids[:-1] for s in seqs], device)
             mask = _token_table(vocab_size, [s.token_ids[:s.num_prompt_tokens] for s in seqs], device) > 0
         return cls(
             temperature=f[0], top_p=f[1], min_p=f[2], top_k=i[0], seeds=i[1], positions=i[2],

@@ -6,7 +6,7 @@ import torch
 
 from .kv_cache_write import write_kv as _write_kv_triton, write_kv_ref
 from .paged_attention import paged_attention_ref
-from .paged_decode_attention import decode_num_splits, paged_decode_attention
+from .paged_decode_attention import MAX_SPLITS, decode_num_splits, paged_decode_attention
 from .paged_prefill_attention import paged_prefill_attention
 from .rms_norm import rms_norm as _rms_norm_triton, rms_norm_ref
 from .rotary import rotary as _rotary_triton, rotary_cos_sin, rotary_ref
@@ -31,4 +31,4 @@ def write_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
 
 
 __all__ = ["rms_norm", "rotary", "rotary_cos_sin", "silu_and_mul", "write_kv", "paged_attention_ref",
-           "paged_decode_attention", "paged_prefill_attention", "decode_num_splits"]
+           "paged_decode_attention", "paged_prefill_attention", "decode_num_splits", "MAX_SPLITS"]

@@ -16,7 +16,7 @@ import triton.language as tl
 _LOG2E = 1.4426950408889634
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_bt"])  # the block-table width changes every step
 def _decode_kernel(
     q_ptr,  # [B, Hq, D] queries
     k_cache_ptr,  # [num_blocks * PAGE, Hk, D] keys (block-major)
@@ -110,12 +110,15 @@ def _combine_kernel(
     tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < D)
 
 
+MAX_SPLITS = 32
+
+
 def decode_num_splits(batch: int, kv_heads: int, max_context_len: int, num_sms: int,
                       block_n: int = 64) -> int:
     """Enough programs to fill the GPU about twice, without splits shorter than one tile."""
     wanted = triton.cdiv(2 * num_sms, max(1, batch * kv_heads))
     longest = triton.cdiv(max(1, max_context_len), block_n)
-    return triton.next_power_of_2(max(1, min(wanted, longest, 32)))
+    return triton.next_power_of_2(max(1, min(wanted, longest, MAX_SPLITS)))
 
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

@@ -15,7 +15,7 @@ import triton.language as tl
 _LOG2E = 1.4426950408889634
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["first_seq", "stride_bt"])  # they change every step: compile once
 def _prefill_kernel(
     q_ptr,  # [T, Hq, D] queries of all sequences, flattened
     k_cache_ptr,  # [num_blocks * PAGE, Hk, D]

@@ -19,7 +19,10 @@ def run(shape: str, batch: int = 1, context: int = 256, steps: int = 5) -> dict:
     for i in range(batch):
         prompt = [1] + [rng.randrange(3, 4000) for _ in range(context - 1)]
         engine.add_request(str(i), prompt, SamplingParams(max_tokens=steps + 8, temperature=0, ignore_eos=True))
-    for _ in range(3):  # prefill, then warm decode steps
+    while engine.scheduler.waiting or any(s.num_computed_tokens < s.num_prompt_tokens
+                                          for s in engine.scheduler.running):
+        engine.step()  # prefill everything first: profile decode steps only
+    for _ in range(2):
         engine.step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
