@@ -49,8 +49,7 @@ class TokenSample:
 class LaunchedStep:
     batch: Batch
     sample_seqs: list[int]
-    output: SamplerOutput | None  # on the GPU
-    host_tokens: torch.Tensor | None  # the sampled tokens, being copied to (pinned) host memory
+    output: SamplerOutput | None  # being copied to (pinned) host memory
     done: torch.cuda.Event | None
 
 
@@ -177,12 +176,11 @@ class ModelRunner:
         for row, seq in enumerate(seqs):
             seq.pending_row = row
         if self.device.type != "cuda":
-            return LaunchedStep(batch, sample_seqs, out, out.tokens, None)
-        host = torch.empty(out.tokens.shape, dtype=out.tokens.dtype, pin_memory=True)
-        host.copy_(out.tokens, non_blocking=True)
+            return LaunchedStep(batch, sample_seqs, out, None)
+        host = SamplerOutput(*(_to_host(t) for t in (out.tokens, out.logprobs, out.top_ids, out.top_logprobs)))
         done = torch.cuda.Event()
         done.record()
-        return LaunchedStep(batch, sample_seqs, out, host, done)
+        return LaunchedStep(batch, sample_seqs, host, done)
 
     def collect(self, step: LaunchedStep) -> list[TokenSample | None]:
         """Wait for a launched step: the sampled token (and logprobs) of each sequence that samples."""
@@ -191,7 +189,7 @@ class ModelRunner:
             return results
         if step.done is not None:
             step.done.synchronize()
-        tokens = step.host_tokens.tolist()
+        tokens = step.output.tokens.tolist()
         logprobs = self._logprobs(step.output, tokens, [step.batch.seqs[i] for i in step.sample_seqs])
         for j, i in enumerate(step.sample_seqs):
             results[i] = TokenSample(tokens[j], logprobs[j])
@@ -213,3 +211,11 @@ class ModelRunner:
             top = list(zip(top_ids[j][:k], top_lp[j][:k])) if k and top_ids else []
             result.append(TokenLogprob(tokens[j], chosen[j], top))
         return result
+
+
+def _to_host(t: torch.Tensor | None) -> torch.Tensor | None:
+    """Start copying a device tensor into pinned host memory (complete once the step's event is)."""
+    if t is None:
+        return None
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return host.copy_(t, non_blocking=True)

@@ -55,6 +55,8 @@ class SamplingTensors:
     prompt_mask: torch.Tensor | None  # [B, vocab] bool: token occurs in the prompt
     num_logprobs: int  # most alternatives any row asks for; -1 = no row wants logprobs
     all_greedy: bool
+    any_top_k_top_p: bool  # host-side flags: testing the tensors would wait for the device
+    any_min_p: bool
 
     @classmethod
     def build(cls, seqs: list[Sequence], vocab_size: int, device: torch.device) -> "SamplingTensors":
@@ -81,6 +83,8 @@ class SamplingTensors:
             prompt_mask=mask,
             num_logprobs=max((p.logprobs for p in ps if p.logprobs is not None), default=-1),
             all_greedy=all(p.greedy for p in ps),
+            any_top_k_top_p=any(0 < p.top_k < vocab_size or p.top_p < 1 for p in ps),
+            any_min_p=any(p.min_p > 0 for p in ps),
         )
 
 
@@ -116,14 +120,14 @@ def apply_penalties(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
 def _filter(probs: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
     """Zero the probabilities that top-k, top-p and min-p exclude (the top token always stays)."""
     vocab = probs.shape[-1]
-    if bool((t.top_k < vocab).any()) or bool((t.top_p < 1).any()):
+    if t.any_top_k_top_p:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         ranks = torch.arange(vocab, device=probs.device)[None, :]
         drop = ranks >= t.top_k[:, None]
         drop |= (sorted_p.cumsum(-1) - sorted_p) > t.top_p[:, None]
         drop[:, 0] = False
         probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-    if bool((t.min_p > 0).any()):
+    if t.any_min_p:
         threshold = t.min_p[:, None] * probs.max(dim=-1, keepdim=True).values
         probs = probs.masked_fill(probs < threshold, 0.0)
     return probs

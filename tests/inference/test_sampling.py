@@ -55,6 +55,8 @@ def _tensors(batch: int, vocab: int, **overrides) -> SamplingTensors:
                   repetition_penalty=None, presence_penalty=None, frequency_penalty=None,
                   output_counts=None, prompt_mask=None, num_logprobs=-1, all_greedy=False)
     fields.update(overrides)
+    fields["any_top_k_top_p"] = bool((fields["top_k"] < vocab).any() or (fields["top_p"] < 1).any())
+    fields["any_min_p"] = bool((fields["min_p"] > 0).any())
     return SamplingTensors(**fields)
 
 
