@@ -10,6 +10,8 @@ import sys
 
 COMMANDS = {
     "generate": ("inference.commands.generate", "complete one prompt from the shell"),
+    "serve": ("web.commands.serve", "run the OpenAI-compatible API server"),
+    "client": ("web.commands.client", "talk to a running server from the console"),
 }
 
 

@@ -7,6 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from inference import RequestOutput
 from inference.prompts import chat_prompt
@@ -74,8 +76,8 @@ class ChatController(Controller):
     @post("/", dto=StrictJSON[ChatCompletionRequest], return_dto=None, status_code=200,
           summary="Answer a conversation (Instruct models)",
           description="OpenAI's chat completions; `stream: true` answers with server-sent events.")
-    async def create_chat_completion(self, data: ChatCompletionRequest, request: Request,
-                                     serving: ServerState) -> Response[ChatCompletion]:
+    async def create_chat_completion(self, data: JSONBody[ChatCompletionRequest], request: Request,
+                                     serving: NamedDependency[ServerState]) -> Response[ChatCompletion]:
         serving.check_model(data.model)
         _refuse_unsupported(data)
         messages = _message_dicts(data.messages)

@@ -7,6 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from inference import RequestOutput
 from inference.prompts import Prompt, completion_prompt, infill_prompt
@@ -65,7 +67,8 @@ class CompletionsController(Controller):
     @post("/", dto=StrictJSON[CompletionRequest], return_dto=None, status_code=200,
           summary="Complete prompts, or fill in the middle (suffix)",
           description="OpenAI's (legacy) completions; `stream: true` answers with server-sent events.")
-    async def create_completion(self, data: CompletionRequest, request: Request, serving: ServerState) -> Response[Completion]:
+    async def create_completion(self, data: JSONBody[CompletionRequest], request: Request,
+                                serving: NamedDependency[ServerState]) -> Response[Completion]:
         serving.check_model(data.model)
         _refuse_unsupported(data)
         items = _prompt_items(data.prompt)

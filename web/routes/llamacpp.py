@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from inference import RequestOutput
 from inference.prompts import infill_prompt
@@ -45,7 +47,8 @@ class LlamaCppController(Controller):
           summary="Fill in the middle (llama.cpp's /infill)",
           description="The code between input_prefix (+ prompt) and input_suffix; `stream: true` sends "
                       "server-sent events without a [DONE] sentinel, as llama.cpp does.")
-    async def infill(self, data: InfillRequest, request: Request, serving: ServerState) -> Response[InfillResult]:
+    async def infill(self, data: JSONBody[InfillRequest], request: Request,
+                     serving: NamedDependency[ServerState]) -> Response[InfillResult]:
         extra = "".join(SNIPPET_SEPARATOR + chunk.text for chunk in data.input_extra)
         with bad_request("input_prefix"):
             serving.model_info.require("infilling")
@@ -72,7 +75,8 @@ class LlamaCppController(Controller):
 
     @post("/tokenize", dto=StrictJSON[TokenizeRequest], return_dto=None, status_code=200, sync_to_thread=False,
           summary="Text to token ids")
-    def tokenize(self, data: TokenizeRequest, serving: ServerState) -> TokenizeResponse:
+    def tokenize(self, data: JSONBody[TokenizeRequest],
+                 serving: NamedDependency[ServerState]) -> TokenizeResponse:
         tok = serving.tokenizer
         ids = tok.encode(data.content, bos=data.add_special)
         if data.with_pieces:
@@ -81,7 +85,8 @@ class LlamaCppController(Controller):
 
     @post("/detokenize", dto=StrictJSON[DetokenizeRequest], return_dto=None, status_code=200, sync_to_thread=False,
           summary="Token ids to text")
-    def detokenize(self, data: DetokenizeRequest, serving: ServerState) -> DetokenizeResponse:
+    def detokenize(self, data: JSONBody[DetokenizeRequest],
+                   serving: NamedDependency[ServerState]) -> DetokenizeResponse:
         vocab = serving.tokenizer.vocab_size
         bad = [t for t in data.tokens if not 0 <= t < vocab]
         if bad:
