@@ -44,9 +44,13 @@ class Generation:
         self.id = uuid.uuid4().hex
         self.parts = parts
         self._serving = serving
+        # the recipe for a prompt of an ability: its stop tokens join the request's
+        self._params = [dataclasses.replace(p.params,
+                                            stop_token_ids=p.params.stop_token_ids + p.prompt.stop_token_ids)
+                        for p in parts]
+        self._validate()
         self._release = serving.admission.acquire(sum(p.params.n for p in parts))
         self._queue: asyncio.Queue = asyncio.Queue()
-        self._head: list[tuple[int, RequestOutput]] = []
         self._unfinished = set(range(len(parts)))
         self.prompt_tokens = [0] * len(parts)
         self.cached_tokens = [0] * len(parts)
@@ -57,16 +61,22 @@ class Generation:
         if receive is not None:
             self._tasks.append(asyncio.create_task(self._watch(receive)))
 
+    def _validate(self) -> None:
+        """Check every prompt now, as the engine will when it takes them, so that a bad request is
+        an HTTP 400 before a stream's headers go out (the engine checks again; it is cheap)."""
+        core = self._serving.engine.engine
+        for index, (part, params) in enumerate(zip(self.parts, self._params)):
+            try:
+                core.make_request(f"{self.id}-{index}", part.prompt.token_ids, params, part.prompt.continues_prompt)
+            except ValueError as e:  # the engine's messages are written for the user
+                raise APIError(400, str(e)) from None
+
     async def _pump(self, index: int, part: Part) -> None:
-        params = dataclasses.replace(part.params,
-                                     stop_token_ids=part.params.stop_token_ids + part.prompt.stop_token_ids)
         try:
-            async for out in self._serving.engine.generate(f"{self.id}-{index}", part.prompt.token_ids, params,
-                                                           part.prompt.continues_prompt):
+            async for out in self._serving.engine.generate(f"{self.id}-{index}", part.prompt.token_ids,
+                                                           self._params[index], part.prompt.continues_prompt):
                 self._queue.put_nowait((index, out))
-        except ValueError as e:  # the engine's messages are written for the user
-            self._queue.put_nowait(APIError(400, str(e)))
-        except Exception as e:
+        except Exception as e:  # validated already: this is the engine failing
             self._queue.put_nowait(APIError(500, f"generation failed: {e}"))
 
     async def _watch(self, receive: Receive) -> None:
@@ -115,19 +125,7 @@ class Generation:
             self._serving.accounting.observe_request(out.metrics, len(out.prompt_token_ids), max(counts),
                                                      sum(counts))
 
-    async def start(self) -> None:
-        """Wait until the engine has accepted every prompt (its first output), so that an invalid
-        request fails as an HTTP error before a stream begins."""
-        started: set[int] = set()
-        while len(started) < len(self.parts):
-            index, out = await self._next()
-            started.add(index)
-            self._head.append((index, out))
-
     async def __aiter__(self) -> AsyncIterator[tuple[int, RequestOutput]]:
-        head, self._head = self._head, []
-        for item in head:
-            yield item
         while self._unfinished:
             yield await self._next()
 
@@ -149,17 +147,12 @@ class Generation:
                       whole: Callable[[list[RequestOutput], Usage], object], done: bool = True):
         """The HTTP answer: the whole body, or an SSE stream of `events(self)` that owns this
         generation from then on (and closes it when it ends)."""
-        if not stream:
-            try:
-                return Response(whole(await self.collect(), self.usage()))
-            finally:
-                self.close()
+        if stream:
+            return sse_response(events(self), close=self.close, done=done)
         try:
-            await self.start()
-        except BaseException:
+            return Response(whole(await self.collect(), self.usage()))
+        finally:
             self.close()
-            raise
-        return sse_response(events(self), close=self.close, done=done)
 
     def usage(self) -> Usage:
         prompt = sum(self.prompt_tokens)
