@@ -7,6 +7,7 @@ from dataclasses import fields
 from inference import SamplingParams
 
 from .errors import APIError
+from .protocol.common import SamplingFields
 
 _FIELDS = {f.name for f in fields(SamplingParams)}
 
@@ -21,5 +22,12 @@ def sampling_params(max_tokens: int | None, **optional) -> SamplingParams:
         raise APIError(400, str(e), param=name if name in _FIELDS else None) from None
 
 
-def stop_list(stop: str | list[str] | None) -> list[str] | None:
-    return [stop] if isinstance(stop, str) else stop
+def openai_sampling_params(req: SamplingFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+    """The sampling fields completions and chat share, plus their own max_tokens and logprobs."""
+    if req.logit_bias:
+        raise APIError(400, "logit_bias is not supported by this server", param="logit_bias")
+    return sampling_params(
+        max_tokens, n=req.n, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
+        seed=req.seed, stop=[req.stop] if isinstance(req.stop, str) else req.stop, logprobs=logprobs,
+        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty, ignore_eos=req.ignore_eos)

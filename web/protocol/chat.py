@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from .common import StreamOptions, Usage
+from .common import ResponseHead, SamplingFields, Usage
 
 
 class ContentPart(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -20,23 +20,12 @@ class Message(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str | None = None
 
 
-class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class ChatCompletionRequest(SamplingFields, kw_only=True, forbid_unknown_fields=True):
     messages: list[Message]
-    model: str | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = None
-    stream: bool | None = None
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    user: str | None = None
     # OpenAI fields that change nothing here: accepted and ignored
     store: bool | None = None
     metadata: dict[str, str] | None = None
@@ -44,7 +33,6 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
     # OpenAI fields this server cannot honour: refused unless null or neutral (see routes/chat.py)
-    logit_bias: dict[str, float] | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     tool_choice: Any | None = None
@@ -56,11 +44,6 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     prediction: Any | None = None
     reasoning_effort: str | None = None
     web_search_options: Any | None = None
-    # beyond OpenAI, named as in vLLM
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    ignore_eos: bool | None = None
 
 
 class TopLogprob(msgspec.Struct):
@@ -92,11 +75,8 @@ class ChatChoice(msgspec.Struct):
     finish_reason: str | None
 
 
-class ChatCompletion(msgspec.Struct, kw_only=True):
-    id: str
+class ChatCompletion(ResponseHead, kw_only=True):
     object: str = "chat.completion"
-    created: int
-    model: str
     choices: list[ChatChoice]
     usage: Usage
 
@@ -113,10 +93,7 @@ class ChunkChoice(msgspec.Struct):
     finish_reason: str | None
 
 
-class ChatCompletionChunk(msgspec.Struct, kw_only=True):
-    id: str
+class ChatCompletionChunk(ResponseHead, kw_only=True):
     object: str = "chat.completion.chunk"
-    created: int
-    model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None

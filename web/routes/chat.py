@@ -20,12 +20,11 @@ from ..logprobs import chat_logprobs
 from ..protocol.chat import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
                              ChatCompletionRequest, ChunkChoice, Delta, Message)
 from ..protocol.common import Usage
-from ..sampling import sampling_params, stop_list
+from ..sampling import openai_sampling_params
 from ..state import ServerState
 
 # OpenAI fields this server cannot honour, with the values that ask for nothing it lacks.
 _NEUTRAL = {
-    "logit_bias": lambda v: not v,
     "response_format": lambda v: v.get("type") == "text",
     "tools": lambda v: not v,
     "functions": lambda v: not v,
@@ -85,12 +84,7 @@ class ChatController(Controller):
             serving.model_info.require("chat")
             prompt = chat_prompt(serving.tokenizer, messages)
         max_tokens = data.max_completion_tokens if data.max_completion_tokens is not None else data.max_tokens
-        params = sampling_params(
-            max_tokens, n=data.n, temperature=data.temperature, top_p=data.top_p, top_k=data.top_k,
-            min_p=data.min_p, seed=data.seed, stop=stop_list(data.stop),
-            logprobs=(data.top_logprobs or 0) if data.logprobs else None,
-            presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty,
-            repetition_penalty=data.repetition_penalty, ignore_eos=data.ignore_eos)
+        params = openai_sampling_params(data, max_tokens, (data.top_logprobs or 0) if data.logprobs else None)
         answer = _Answer(serving, data)
         gen = serving.generate([Part(prompt, params)], request.receive)
         return await gen.respond(bool(data.stream), answer.events, answer.whole)

@@ -19,7 +19,7 @@ from ..generation import Generation, Part
 from ..logprobs import completion_logprobs
 from ..protocol.common import Usage
 from ..protocol.completions import Completion, CompletionChoice, CompletionRequest
-from ..sampling import sampling_params, stop_list
+from ..sampling import openai_sampling_params
 from ..state import ServerState
 
 
@@ -51,8 +51,6 @@ def _prompts(serving: ServerState, req: CompletionRequest, items: list[str | lis
 def _refuse_unsupported(req: CompletionRequest) -> None:
     if req.best_of is not None and req.best_of != (req.n or 1):
         raise APIError(400, "best_of is not supported (only best_of equal to n)", param="best_of")
-    if req.logit_bias:
-        raise APIError(400, "logit_bias is not supported by this server", param="logit_bias")
     if req.echo and req.suffix is not None:
         raise APIError(400, "echo cannot be combined with suffix", param="echo")
     if req.echo and req.logprobs is not None:
@@ -73,11 +71,7 @@ class CompletionsController(Controller):
         _refuse_unsupported(data)
         items = _prompt_items(data.prompt)
         prompts = _prompts(serving, data, items)
-        params = sampling_params(
-            data.max_tokens, n=data.n, temperature=data.temperature, top_p=data.top_p, top_k=data.top_k,
-            min_p=data.min_p, seed=data.seed, stop=stop_list(data.stop), logprobs=data.logprobs,
-            presence_penalty=data.presence_penalty, frequency_penalty=data.frequency_penalty,
-            repetition_penalty=data.repetition_penalty, ignore_eos=data.ignore_eos)
+        params = openai_sampling_params(data, data.max_tokens, data.logprobs)
         echo = [x if isinstance(x, str) else serving.tokenizer.decode(x) for x in items] if data.echo else None
         answer = _Answer(serving, data, echo)
         gen = serving.generate([Part(p, params) for p in prompts], request.receive)
