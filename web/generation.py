@@ -80,9 +80,12 @@ class Generation:
             self._queue.put_nowait(APIError(500, f"generation failed: {e}"))
 
     async def _watch(self, receive: Receive) -> None:
+        """The client went away: end now, even if no consumer ever iterates (a stream whose
+        response never started), so that nothing waits for a `finally` that may not run."""
         while (await receive())["type"] != "http.disconnect":
             pass
         self.end(ClientDisconnected())
+        self.close()
 
     def end(self, error: APIError) -> None:
         """End early: the engine requests are aborted now and the consumer gets `error` next."""
