@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,21 +116,27 @@ def _shard(tensor, split_dim: int | None, tp_rank: int, tp_size: int) -> torch.T
 
 def load_weights(model: LlamaModel, model_dir: str | Path) -> None:
     """Fill every parameter of `model` (its tensor-parallel shard) from a Hugging Face directory."""
-    model_dir = Path(model_dir)
+    with ExitStack() as stack:
+        load_tensors(model, _Checkpoint(Path(model_dir), stack).tensors, str(model_dir))
+
+
+def load_tensors(model: LlamaModel, tensors: Mapping[str, object], source: str = "state dict") -> None:
+    """Fill every parameter of `model` from tensors named as in a Hugging Face Llama checkpoint
+    (torch tensors, or lazy slices with `.shape` and indexing)."""
     params = dict(model.named_parameters(remove_duplicate=False))
     filled: dict[str, int] = {}  # parameter -> rows written
     tp = model.tp
-    with ExitStack() as stack, torch.no_grad():
-        for name, tensor in _Checkpoint(model_dir, stack).tensors.items():
+    with torch.no_grad():
+        for name, tensor in tensors.items():
             if name.endswith(_SKIPPED):
                 continue
             target = _target(model, name)
             if target is None:
-                raise ValueError(f"{model_dir}: unexpected tensor {name!r}: not part of a Llama model")
+                raise ValueError(f"{source}: unexpected tensor {name!r}: not part of a Llama model")
             if target.param == "lm_head" and model.cfg.tie_word_embeddings:
                 continue
             if tuple(tensor.shape) != target.shape:
-                raise ValueError(f"{model_dir}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                raise ValueError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                                  f"expected {target.shape} for this config.json")
             piece = _shard(tensor, target.split_dim, tp.rank, tp.size)
             dst = params[target.param]
@@ -140,4 +147,16 @@ def load_weights(model: LlamaModel, model_dir: str | Path) -> None:
                and not (p == "lm_head" and model.cfg.tie_word_embeddings)]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        raise ValueError(f"{model_dir}: checkpoint is missing tensors for {shown}")
+        raise ValueError(f"{source}: checkpoint is missing tensors for {shown}")
+
+
+def fill_random(model: LlamaModel, seed: int = 0, std: float = 0.02) -> None:
+    """Seeded random weights (norms at one), generated on the model's device: benchmarks of the
+    real shapes need no checkpoint, and the speed of a dense model does not depend on values."""
+    gen = torch.Generator(device=model.embed_tokens.device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm") or name.endswith("layernorm"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std, generator=gen)
