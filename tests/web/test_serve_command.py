@@ -8,7 +8,8 @@ from inference.cli import build_parser, main
 
 
 def test_host_and_port_positionally_or_as_flags(capsys):
-    args = build_parser().parse_args(["serve", "./ws", "0.0.0.0", "8000", "--instance-num", "64", "--api-keys", "a", "b"])
+    args = build_parser().parse_args(["serve", "./ws", "0.0.0.0", "8000", "--instance-num", "64",
+                                      "--api-keys", "a", "b"])
     assert (args.workspace, args.host_arg, args.port_arg) == ("./ws", "0.0.0.0", 8000)
     assert args.max_num_seqs == 64 and args.api_keys == ["a", "b"]
     defaults = build_parser().parse_args(["serve"])
