@@ -16,6 +16,9 @@ import httpx
 import numpy as np
 
 
+_TAIL = 16384  # bytes kept from the end of a stream: enough for the usage chunk
+
+
 @dataclass(slots=True)
 class _Result:
     ttft: float
@@ -24,29 +27,28 @@ class _Result:
 
 
 async def _stream_one(client: httpx.AsyncClient, prompt: list[int], max_tokens: int) -> _Result:
+    """One streamed request. With hundreds of streams the driver must stay cheaper than the server,
+    so reads are only scanned for token chunks (timed) and the tail is parsed once at the end."""
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": True,
             "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first = last = None
-    usage_line = None
+    tail = b""
     async with client.stream("POST", "/v1/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
-        async for line in r.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            if line.startswith("data: [DONE]"):
-                break
-            if '"choices":[]' in line:  # the usage chunk after the last token
-                usage_line = line
-                continue
-            if '"error"' in line and json.loads(line[6:]).get("error"):
-                raise RuntimeError(json.loads(line[6:])["error"]["message"])
-            last = time.perf_counter()
-            first = first or last
-    if first is None or usage_line is None:
+        async for raw in r.aiter_raw():
+            if b'"choices":[{' in raw:  # token chunks; the usage chunk has "choices":[]
+                last = time.perf_counter()
+                first = first or last
+            tail = (tail + raw)[-_TAIL:]
+    events = [line[6:] for line in tail.decode(errors="replace").splitlines() if line.startswith("data: {")]
+    final = json.loads(events[-1]) if events else {}
+    if "error" in final:
+        raise RuntimeError(final["error"]["message"])
+    if first is None or "usage" not in final or final["choices"]:
         raise RuntimeError("the stream ended without tokens or usage")
-    tokens = json.loads(usage_line[6:])["usage"]["completion_tokens"]
+    tokens = final["usage"]["completion_tokens"]
     return _Result(first - start, (last - first) / (tokens - 1) if tokens > 1 else None, tokens)
 
 
