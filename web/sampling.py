@@ -23,7 +23,10 @@ def sampling_params(max_tokens: int | None, **optional) -> SamplingParams:
 
 
 def openai_sampling_params(req: SamplingFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
-    """The sampling fields completions and chat share, plus their own max_tokens and logprobs."""
+    """The sampling fields completions and chat share, plus their own max_tokens and logprobs
+    (after the checks OpenAI makes of the shared fields)."""
+    if req.stream_options is not None and not req.stream:
+        raise APIError(400, "stream_options is only allowed when stream is true", param="stream_options")
     if req.logit_bias:
         raise APIError(400, "logit_bias is not supported by this server", param="logit_bias")
     return sampling_params(

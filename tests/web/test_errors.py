@@ -81,6 +81,7 @@ def test_missing_required_parameter(http):
     ({"prompt": "x", "logit_bias": {"5": 10}}, "logit_bias", "not supported"),
     ({"prompt": "x", "best_of": 3}, "best_of", "not supported"),
     ({"prompt": "x", "echo": True, "logprobs": 1}, "echo", "logprobs"),
+    ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options", "only allowed when stream"),
 ])
 def test_invalid_completion_requests_are_400(http, body, param, words):
     err = _error(http.post("/v1/completions", json=body), 400)
