@@ -64,6 +64,9 @@ class EngineStats:
     prompt_tokens: int = 0  # prompt tokens computed (prefix-cache hits excluded)
     generation_tokens: int = 0
     steps: int = 0
+    launch_seconds: float = 0.0  # host time scheduling, preparing and queueing steps
+    wait_seconds: float = 0.0  # host time waiting for the device's results
+    output_seconds: float = 0.0  # host time turning results into outputs
 
 
 class LLMEngine:
@@ -175,8 +178,10 @@ class LLMEngine:
         if self._in_flight is not None and any(s.params.uses_penalties for s in self._in_flight.batch.seqs):
             outputs += self._complete(self._in_flight)  # penalties need every previous token on the host
             self._in_flight = None
+        start = time.perf_counter()
         batch = self.scheduler.schedule()
         launched = self._launch(batch) if batch.seqs else None
+        self.stats.launch_seconds += time.perf_counter() - start
         if self._in_flight is not None:
             outputs += self._complete(self._in_flight)
         self._in_flight = launched
@@ -192,10 +197,15 @@ class LLMEngine:
         return self.runner.launch(batch)
 
     def _complete(self, step: LaunchedStep) -> list[RequestOutput]:
+        start = time.perf_counter()
         samples = self.runner.collect(step)
+        waited = time.perf_counter()
         tokens, finished = self.scheduler.postprocess(step.batch, [s.token if s else None for s in samples])
-        return self._outputs(step.batch, [s if t is not None else None for s, t in zip(samples, tokens)],
-                             finished)
+        outputs = self._outputs(step.batch, [s if t is not None else None for s, t in zip(samples, tokens)],
+                                finished)
+        self.stats.wait_seconds += waited - start
+        self.stats.output_seconds += time.perf_counter() - waited
+        return outputs
 
     def _outputs(self, batch: Batch, samples: list[TokenSample | None],
                  finished: list[Finished]) -> list[RequestOutput]:

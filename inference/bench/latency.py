@@ -16,15 +16,17 @@ def _prompt(rng: random.Random, length: int) -> list[int]:
 
 
 def _timed_request(engine, request_id: str, prompt: list[int], max_tokens: int) -> list[float]:
-    """Wall time of each step of one request running alone (the first includes the prefill)."""
+    """For one request running alone, the time until its first token reaches the caller, then
+    between each token and the next."""
     engine.add_request(request_id, prompt, SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True))
     times = []
     start = time.perf_counter()
     while engine.has_unfinished:
-        engine.step()
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
+        for out in engine.step():
+            for _ in out.outputs[0].token_ids:
+                now = time.perf_counter()
+                times.append(now - start)
+                start = now
     return times
 
 

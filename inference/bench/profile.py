@@ -18,7 +18,7 @@ def run(shape: str, batch: int = 1, context: int = 256, steps: int = 5) -> dict:
     rng = random.Random(0)
     for i in range(batch):
         prompt = [1] + [rng.randrange(3, 4000) for _ in range(context - 1)]
-        engine.add_request(str(i), prompt, SamplingParams(max_tokens=steps + 8, temperature=0, ignore_eos=True))
+        engine.add_request(str(i), prompt, SamplingParams(max_tokens=1024, temperature=0, ignore_eos=True))
     while engine.scheduler.waiting or any(s.num_computed_tokens < s.num_prompt_tokens
                                           for s in engine.scheduler.running):
         engine.step()  # prefill everything first: profile decode steps only
@@ -39,6 +39,8 @@ def run(shape: str, batch: int = 1, context: int = 256, steps: int = 5) -> dict:
     for k in kernels[:25]:
         print(f"{k['us_per_step']:9.1f} us {k['pct']:5.1f}%  x{k['calls_per_step']:5.0f}  {k['kernel']}")
     print(f"GPU time per step: {step_us:.1f} us")
+    for i in range(batch):
+        engine.abort(str(i))
     while engine.has_unfinished:
         engine.step()
     del engine

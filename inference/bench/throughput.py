@@ -28,6 +28,8 @@ def _run_set(engine, lengths: list[tuple[int, int]], seed: int) -> dict:
         params = SamplingParams(max_tokens=n_out, temperature=1.0, top_p=1.0, ignore_eos=True, seed=i)
         engine.add_request(f"{seed}-{i}", prompt, params)
     decode_times, prefill_times = [], []  # wall time of steps without and with prompt tokens
+    stats = engine.stats
+    host = (stats.launch_seconds, stats.wait_seconds, stats.output_seconds)
     start = time.perf_counter()
     while engine.has_unfinished:
         prompt_tokens, t0 = engine.stats.prompt_tokens, time.perf_counter()
@@ -39,7 +41,9 @@ def _run_set(engine, lengths: list[tuple[int, int]], seed: int) -> dict:
     return {"requests": len(lengths), "input_tokens": n_in, "output_tokens": n_out, "seconds": elapsed,
             "output_tok_s": n_out / elapsed, "total_tok_s": (n_in + n_out) / elapsed,
             "decode_steps": len(decode_times), "decode_seconds": sum(decode_times),
-            "prefill_steps": len(prefill_times), "prefill_seconds": sum(prefill_times)}
+            "prefill_steps": len(prefill_times), "prefill_seconds": sum(prefill_times),
+            "host_launch_seconds": stats.launch_seconds - host[0], "host_wait_seconds": stats.wait_seconds - host[1],
+            "host_output_seconds": stats.output_seconds - host[2]}
 
 
 def run(shape: str, num_prompts: int = 1000, input_len: int = 128, output_len: int = 128,

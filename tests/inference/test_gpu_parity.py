@@ -13,7 +13,7 @@ from inference.weights import load_tensors
 from tests.engine_steps import logits_per_step
 
 pytestmark = pytest.mark.gpu
-NEAR_TIE = 0.1  # top-2 logit margin (float32 reference) under which bf16 may swap the two
+TIE_FACTOR = 4  # a near-tie: a top-2 margin (float32) under 4x transformers' own bf16 logit error
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +73,19 @@ def test_logits_and_greedy_tokens_match_transformers(models):
     fp32 = [hf_logits(hf, p + g[:-1], len(p) - 1) for p, g in zip(ps, greedy)]
     hf.to(torch.bfloat16)
 
+    clear_positions = []
     for k in range(len(ps)):
         mine = torch.stack(ours[k])
         err_ours, err_hf = rel(mine, fp32[k]), rel(bf16[k], fp32[k])
         assert err_ours < 1.5 * err_hf + 1e-3, f"prompt {k}: engine {err_ours:.4f} vs transformers bf16 {err_hf:.4f}"
         top = fp32[k][:, :vocab].topk(2)
-        clear = (top.values[:, 0] - top.values[:, 1]) > NEAR_TIE
-        assert clear.sum() > 32
-        assert torch.equal(mine[:, :vocab].argmax(-1)[clear], top.indices[clear, 0]), f"prompt {k}"
-        assert torch.equal(bf16[k][:, :vocab].argmax(-1)[clear], top.indices[clear, 0])
+        noise = (bf16[k] - fp32[k]).pow(2).mean(-1).sqrt()  # transformers' own bf16 error, per position
+        clear = (top.values[:, 0] - top.values[:, 1]) > TIE_FACTOR * noise
+        clear_positions.append(clear)
+        agree_ours = (mine[:, :vocab].argmax(-1) == top.indices[:, 0])[clear]
+        agree_hf = (bf16[k][:, :vocab].argmax(-1) == top.indices[:, 0])[clear]
+        assert agree_ours.all(), (f"prompt {k}: {int((~agree_ours).sum())} of {int(clear.sum())} clear positions "
+                                  f"differ (transformers bf16: {int((~agree_hf).sum())}); noise {noise.mean():.3f}")
 
     # free-running greedy generation, batched: identical to transformers' bf16 greedy tokens up
     # to the first position where the float32 reference calls it a near-tie
@@ -93,10 +97,8 @@ def test_logits_and_greedy_tokens_match_transformers(models):
             outs.setdefault(out.request_id, []).extend(out.outputs[0].token_ids)
     compared = 0
     for i, tokens in enumerate(greedy):
-        top = fp32[i][:, :vocab].topk(2)
-        margins = (top.values[:, 0] - top.values[:, 1]).tolist()
         for j, (mine, theirs) in enumerate(zip(outs[str(i)], tokens)):
-            if margins[j] < NEAR_TIE:
+            if not clear_positions[i][j]:
                 break
             assert mine == theirs, f"prompt {i} token {j}"
             compared += 1
