@@ -11,6 +11,8 @@ import sys
 COMMANDS = {
     "generate": ("inference.commands.generate", "complete one prompt from the shell"),
     "bench": ("inference.commands.bench", "measure speed on the GPU (random weights, real shapes)"),
+    "serve": ("web.commands.serve", "run the OpenAI-compatible API server"),
+    "client": ("web.commands.client", "talk to a running server from the console"),
 }
 
 
