@@ -15,12 +15,15 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block (default 16)")
     g.add_argument("--no-prefix-caching", action="store_true", help="do not reuse cached prompt prefixes")
     g.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs (debugging)")
+    g.add_argument("--load-format", choices=["auto", "random"], default="auto",
+                   help="random: seeded random weights of the model's shape, no checkpoint read (benchmarks)")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
     return dict(dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
                 max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
-                enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager)
+                enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
+                load_format=args.load_format)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, max_tokens: int | None = 256) -> None:
