@@ -9,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+from collections import deque
 
 import torch
 
@@ -26,16 +28,21 @@ def offline_reference(shape: str, concurrency: int, num_prompts: int, input_len:
     return result
 
 
-def start_server(shape: str, concurrency: int) -> tuple[subprocess.Popen, str]:
+def start_server(shape: str, concurrency: int) -> tuple[subprocess.Popen, str, deque]:
+    """A `codellama serve` process on a free port; its URL; the last lines it printed. Its output
+    is read to the end on a thread, so that its log never fills the pipe and blocks it."""
     cmd = [sys.executable, "-m", "inference.cli", "serve", str(random_model_dir(shape)), "--load-format", "random",
            "--instance-num", str(concurrency), "--max-queue", "100000", "--max-model-len", "4096", "--port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    tail: deque = deque(maxlen=40)
     for line in proc.stdout:
+        tail.append(line)
         found = re.search(r" at (http://\S+)", line)
         if found:
-            return proc, found.group(1)
-    raise RuntimeError(f"the server exited before listening (code {proc.wait()})")
+            threading.Thread(target=lambda: tail.extend(proc.stdout), daemon=True).start()
+            return proc, found.group(1), tail
+    raise RuntimeError(f"the server exited before listening (code {proc.wait()}):\n{''.join(tail)}")
 
 
 def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: int = 128,
@@ -49,10 +56,13 @@ def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: 
     if url:
         return {"url": url, "serving": drive(url)}
     offline = offline_reference(shape, concurrency, num_prompts, input_len, output_len)
-    proc, url = start_server(shape, concurrency)
+    proc, url, log = start_server(shape, concurrency)
     try:
         drive(url)  # warm up the server (kernel variants, connection pool) on the same load
         serving = drive(url)
+    except BaseException:
+        print("".join(log), file=sys.stderr)
+        raise
     finally:
         proc.terminate()
         proc.wait(timeout=60)
