@@ -10,6 +10,8 @@ import sys
 
 COMMANDS = {
     "generate": ("inference.commands.generate", "complete one prompt from the shell"),
+    "chat": ("inference.commands.chat", "talk to a model in the console: completion, infilling, chat or python"),
+    "convert": ("inference.commands.convert", "convert a Hugging Face checkpoint into a workspace"),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 ABILITIES = ("completion", "infilling", "chat", "python")
@@ -49,7 +49,8 @@ class ModelInfo:
 
     def as_metadata(self) -> dict:
         """The fields a workspace's codellama.json stores."""
-        return {**asdict(self), "capabilities": list(self.capabilities)}
+        return {"model_name": self.name, "variant": self.variant, "size": self.size,
+                "capabilities": list(self.capabilities)}
 
 
 def abilities_for(variant: str, size: str) -> tuple[str, ...]:

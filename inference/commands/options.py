@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from ..model_info import parse_capabilities
+
+
+def add_model_identity_options(parser: argparse.ArgumentParser) -> None:
+    """Which Code Llama a checkpoint is, for a directory whose workspace metadata does not say."""
+    parser.add_argument("--model-name", help="which Code Llama this is, e.g. CodeLlama-7b-Instruct-hf "
+                                             "(sets the variant, size and abilities)")
+    parser.add_argument("--capabilities", type=_capabilities, metavar="LIST",
+                        help="abilities instead of the model's own, e.g. completion,infilling (fine-tuned models)")
+
+
+def _capabilities(text: str) -> list[str]:
+    try:
+        return parse_capabilities(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    add_model_identity_options(parser)
     g = parser.add_argument_group("engine")
     g.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="default: bfloat16 on GPU, float32 on CPU")
     g.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
@@ -20,7 +38,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 def engine_kwargs(args: argparse.Namespace) -> dict:
     return dict(dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
                 max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
-                enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager)
+                enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
+                model_name=args.model_name, capabilities=args.capabilities)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, max_tokens: int | None = 256) -> None:
