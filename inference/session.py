@@ -14,6 +14,7 @@ from .sampling_params import SamplingParams
 
 @dataclass(slots=True)
 class Answer:
+    prompt_token_ids: list[int]
     text: str = ""
     finish_reason: str | None = None  # "stop", "length", or "abort" when interrupted
     full_text: str | None = None  # infilling: the whole filled code
@@ -42,7 +43,7 @@ class Session:
         request_id = f"console-{next(self._ids)}"
         self.engine.add(self.engine.make_request(request_id, prompt.token_ids, prompt.sampling_params(self.params),
                                                  prompt.continues_prompt))
-        answer = Answer()
+        answer = Answer(prompt.token_ids)
         try:
             while request_id in self.engine.requests and not interrupted():
                 for out in self.engine.step():

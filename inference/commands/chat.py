@@ -7,6 +7,7 @@ or `exit` alone on the first line are commands. Piped input may end without `!!`
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 
 from ..model_info import ABILITIES
 from ..prompts import DEFAULT_SYSTEM
+from .line_reader import LineReader
 from .options import add_engine_options, add_sampling_options, engine_kwargs, sampling_kwargs
 
 END_OF_INPUT = "!!"
@@ -46,28 +48,28 @@ def run(args: argparse.Namespace) -> int:
                       suffix_first=args.suffix_first, stop_at_top_level=top_level)
     interactive = sys.stdin.isatty()
     if interactive:
-        import readline  # noqa: F401  (line editing and history for input())
-
         hint = " Put <FILL> where the code should go." if ability == "infilling" else ""
         print(f"{engine.model_info.name}: {ability}. End an input with a line {END_OF_INPUT}.{hint} "
               f"'reset' starts over, 'exit' or Ctrl-D quits, Ctrl-C stops an answer.")
-    for text in _inputs(interactive):
-        if text == "exit":
-            break
-        if text == "reset":
-            session.reset()
-            print("(history cleared)")
-            continue
-        _answer(session, text)
+    with LineReader() as reader:
+        for text in _inputs(reader, interactive):
+            if text == "exit":
+                break
+            if text == "reset":
+                session.reset()
+                print("(history cleared)")
+                continue
+            _answer(session, text)
     return 0
 
 
-def _inputs(interactive: bool) -> Iterator[str]:
+def _inputs(reader: LineReader, interactive: bool) -> Iterator[str]:
     """Each input in turn; Ctrl-C while typing discards the input being typed."""
     while True:
         try:
-            text = _read_input(interactive)
+            text = _read_input(reader, interactive)
         except KeyboardInterrupt:
+            reader.discard()
             print()
             continue
         if text is None:
@@ -75,14 +77,13 @@ def _inputs(interactive: bool) -> Iterator[str]:
         yield text
 
 
-def _read_input(interactive: bool) -> str | None:
+def _read_input(reader: LineReader, interactive: bool) -> str | None:
     """Lines up to a line `!!` (a command alone on the first line needs none); None at the end
     of the input. At the end of piped input, lines not yet ended by `!!` still count."""
     lines: list[str] = []
     while True:
-        try:
-            line = input((">>> " if not lines else "... ") if interactive else "")
-        except EOFError:
+        line = reader.read_line((">>> " if not lines else "... ") if interactive else "")
+        if line is None:
             if interactive:
                 print()
             return "\n".join(lines) if lines and not interactive else None
