@@ -1,4 +1,4 @@
-"""The attention metadata the runner builds for one step and the model reads."""
+"""The attention metadata the runner builds for one step, and attention over the paged cache."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from dataclasses import dataclass
 
 import torch
 
+import kernels
+
 
 @dataclass(slots=True)
 class AttentionMetadata:
     """One step's batch, as attention sees it. Sequence i has query tokens
     cu_seqlens_q[i]:cu_seqlens_q[i+1] of the step's flat token list; they are the last tokens of
-    its context of context_lens[i] tokens, stored in the blocks block_tables[i]."""
+    its context of context_lens[i] tokens, stored in the blocks block_tables[i]. The first
+    `num_decodes` sequences have one query token each (the scheduler puts decodes first)."""
 
     cu_seqlens_q: torch.Tensor  # [B + 1] int32
     context_lens: torch.Tensor  # [B] int32, tokens in the cache after this step
@@ -19,7 +22,40 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor  # [T] int64: where each new token's K/V goes; -1 = padding
     max_query_len: int
     max_context_len: int
+    num_decodes: int = 0
+    decode_splits: int = 1  # split-K parts of the decode kernel (a power of two)
 
-    @property
-    def is_decode(self) -> bool:
-        return self.max_query_len == 1
+
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    """q: [T, Hq, D] -> [T, Hq, D]. On the GPU decodes go through the split-K decode kernel and
+    the other sequences through the prefill kernel; elsewhere through the torch reference."""
+    if not q.is_cuda:
+        return kernels.paged_attention_ref(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
+                                           meta.block_tables, scale)
+    out = torch.empty_like(q)
+    nd = meta.num_decodes
+    if nd:
+        kernels.paged_decode_attention(q[:nd], k_cache, v_cache, meta.block_tables, meta.context_lens, scale,
+                                       meta.decode_splits, out=out[:nd])
+    if nd < meta.context_lens.shape[0]:
+        kernels.paged_prefill_attention(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
+                                        meta.block_tables, scale, meta.max_query_len, first_seq=nd, out=out)
+    return out
+
+
+def warm_up_attention(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype,
+                      device: torch.device) -> None:
+    """Compile every variant of the attention kernels that a step can ask for (split counts,
+    query tile sizes) now, rather than in the middle of serving."""
+    longest = 130  # over 64: the largest query tile
+    cache = torch.zeros(1, block_size, num_kv_heads, head_dim, dtype=dtype, device=device)
+    tables = torch.zeros(1, -(-longest // block_size), dtype=torch.int32, device=device)  # all in block 0
+    q = torch.zeros(longest, num_heads, head_dim, dtype=dtype, device=device)
+    for splits in (2 ** i for i in range(kernels.MAX_SPLITS.bit_length())):
+        kernels.paged_decode_attention(q[:1], cache, cache, tables, torch.ones(1, dtype=torch.int32, device=device),
+                                       1.0, splits)
+    for q_len in (16, 64, longest):  # each query tile size
+        lens = torch.tensor([q_len], dtype=torch.int32, device=device)
+        cu = torch.tensor([0, q_len], dtype=torch.int32, device=device)
+        kernels.paged_prefill_attention(q[:q_len], cache, cache, cu, lens, tables, 1.0, q_len)

@@ -118,10 +118,10 @@ class BlockManager:
 
     # --- prefix cache ----------------------------------------------------------------------------
 
-    def cache_computed_blocks(self, seq: Sequence) -> None:
-        """Register the blocks that became full and computed since the last call."""
+    def cache_computed_blocks(self, seq: Sequence, num_computed: int) -> None:
+        """Register the blocks that the first num_computed tokens fill, once computed."""
         bs = self.block_size
-        for i in range(len(seq.block_hashes), seq.num_computed_tokens // bs):
+        for i in range(len(seq.block_hashes), num_computed // bs):
             tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
             h = chain_hash(seq.block_hashes[-1] if seq.block_hashes else None, tokens)
             seq.block_hashes.append(h)

@@ -1,6 +1,7 @@
 """The synchronous engine: requests in, one batched step at a time, output deltas out.
 
-    add_request -> Scheduler.schedule() -> ModelRunner.execute() -> Scheduler.postprocess()
+    add_request -> Scheduler.schedule() -> ModelRunner.launch()     (step N+1 queued on the GPU)
+                -> ModelRunner.collect() -> Scheduler.postprocess() (step N's tokens)
                 -> SequenceOutput (detokenize, stop strings) -> RequestOutput deltas
 """
 
@@ -21,7 +22,7 @@ from .model_info import load_model_info
 from .model_source import resolve_model_dir
 from .output_processor import SequenceOutput
 from .outputs import RequestMetrics, RequestOutput
-from .runner import ModelRunner, TokenSample
+from .runner import LaunchedStep, ModelRunner, TokenSample
 from .sampling_params import SamplingParams
 from .scheduler import Batch, Finished, Scheduler
 from .sequence import Sequence
@@ -63,6 +64,9 @@ class EngineStats:
     prompt_tokens: int = 0  # prompt tokens computed (prefix-cache hits excluded)
     generation_tokens: int = 0
     steps: int = 0
+    launch_seconds: float = 0.0  # host time scheduling, preparing and queueing steps
+    wait_seconds: float = 0.0  # host time waiting for the device's results
+    output_seconds: float = 0.0  # host time turning results into outputs
 
 
 class LLMEngine:
@@ -72,7 +76,7 @@ class LLMEngine:
                  max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
                  max_model_len: int | None = None, enforce_eager: bool = False,
                  kv_cache_memory_fraction: float = 0.9, model_name: str | None = None,
-                 capabilities: list[str] | None = None):
+                 capabilities: list[str] | None = None, load_format: str = "auto"):
         self.model_dir = resolve_model_dir(model)
         self.model_config = ModelConfig.from_dir(self.model_dir)
         self.model_info = load_model_info(self.model_dir, model_name, capabilities)
@@ -92,12 +96,13 @@ class LLMEngine:
             num_kv_blocks=num_kv_blocks, enforce_eager=enforce_eager,
             kv_cache_memory_fraction=kv_cache_memory_fraction)
         self.runner = ModelRunner(self.model_config, self.config, self.model_dir, self.dtype, self.device,
-                                  self.tokenizer.vocab_size)
+                                  self.tokenizer.vocab_size, load_format=load_format)
         self.blocks = BlockManager(self.runner.num_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(self.config, self.blocks, self.tokenizer.eos_id)
         self.requests: dict[str, RequestState] = {}
         self.stats = EngineStats()
         self._seq_ids = itertools.count()
+        self._in_flight: LaunchedStep | None = None
 
     # --- requests ----------------------------------------------------------------------------------
 
@@ -161,24 +166,46 @@ class LLMEngine:
 
     @property
     def has_unfinished(self) -> bool:
-        return bool(self.requests)
+        return bool(self.requests) or self._in_flight is not None
 
     # --- one step ----------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        """Launch the next step, then finish the one before it (whose GPU work is done by the time
+        the new one is queued), so that the CPU work of each step overlaps the GPU work of the
+        next. Returns the output deltas of the finished step."""
+        outputs = []
+        if self._in_flight is not None and any(s.params.uses_penalties for s in self._in_flight.batch.seqs):
+            outputs += self._complete(self._in_flight)  # penalties need every previous token on the host
+            self._in_flight = None
+        start = time.perf_counter()
         batch = self.scheduler.schedule()
-        if not batch.seqs:
-            return []
+        launched = self._launch(batch) if batch.seqs else None
+        self.stats.launch_seconds += time.perf_counter() - start
+        if self._in_flight is not None:
+            outputs += self._complete(self._in_flight)
+        self._in_flight = launched
+        return outputs
+
+    def _launch(self, batch: Batch) -> LaunchedStep:
         now = time.monotonic()
-        for seq in batch.seqs:
+        for seq, start, n in zip(batch.seqs, batch.starts, batch.num_new_tokens):
             metrics = self.requests[seq.request_id].metrics
             metrics.first_scheduled_time = metrics.first_scheduled_time or now
-        self.stats.prompt_tokens += sum(n for s, n in zip(batch.seqs, batch.num_new_tokens)
-                                        if s.num_computed_tokens < s.num_prompt_tokens)
-        samples = self.runner.execute(batch)
-        finished = self.scheduler.postprocess(batch, [s.token if s else None for s in samples])
+            self.stats.prompt_tokens += max(0, min(start + n, seq.num_prompt_tokens) - start)
         self.stats.steps += 1
-        return self._outputs(batch, samples, finished)
+        return self.runner.launch(batch)
+
+    def _complete(self, step: LaunchedStep) -> list[RequestOutput]:
+        start = time.perf_counter()
+        samples = self.runner.collect(step)
+        waited = time.perf_counter()
+        tokens, finished = self.scheduler.postprocess(step.batch, [s.token if s else None for s in samples])
+        outputs = self._outputs(step.batch, [s if t is not None else None for s, t in zip(samples, tokens)],
+                                finished)
+        self.stats.wait_seconds += waited - start
+        self.stats.output_seconds += time.perf_counter() - waited
+        return outputs
 
     def _outputs(self, batch: Batch, samples: list[TokenSample | None],
                  finished: list[Finished]) -> list[RequestOutput]:

@@ -16,7 +16,7 @@ from torch import nn
 
 import kernels
 
-from .attention import AttentionMetadata
+from .attention import AttentionMetadata, paged_attention
 from .config import ModelConfig
 
 
@@ -83,8 +83,7 @@ class DecoderLayer(nn.Module):
         kernels.rotary(q, k, positions, cos_sin)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         kernels.write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
-        out = kernels.paged_attention(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
-                                      meta.block_tables, self.scale)
+        out = paged_attention(q, k_cache, v_cache, meta, self.scale)
         return self.tp.all_reduce(F.linear(out.view(t, -1), self.o_proj))
 
 

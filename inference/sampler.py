@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .sequence import Sequence
+from .transfer import lists_to_device
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
 _MIX1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
@@ -30,9 +31,13 @@ def exponential_noise(seeds: torch.Tensor, positions: torch.Tensor, vocab_size: 
     """[B, vocab] float32 Exp(1) noise, determined by each row's (seed, position) alone."""
     row_key = _mix64(_mix64(seeds) + positions * _GOLDEN)
     cols = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64) * _GOLDEN
-    bits = _mix64(row_key[:, None] ^ cols[None, :])
-    uniform = (((bits >> 40) & 0xFFFFFF).float() + 1.0) * (1.0 / (1 << 24))  # (0, 1]
-    return -torch.log(uniform)
+    return -torch.log(uniform_from_bits(_mix64(row_key[:, None] ^ cols[None, :])))
+
+
+def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
+    """Uniform floats strictly inside (0, 1) from random int64 bits, exactly representable in
+    float32 (23 bits and a half), so the exponential noise is never 0 or infinite."""
+    return (((bits >> 41) & 0x7FFFFF).float() + 0.5) * (1.0 / (1 << 23))
 
 
 @dataclass(slots=True)
@@ -50,33 +55,36 @@ class SamplingTensors:
     prompt_mask: torch.Tensor | None  # [B, vocab] bool: token occurs in the prompt
     num_logprobs: int  # most alternatives any row asks for; -1 = no row wants logprobs
     all_greedy: bool
+    any_top_k_top_p: bool  # host-side flags: testing the tensors would wait for the device
+    any_min_p: bool
 
     @classmethod
     def build(cls, seqs: list[Sequence], vocab_size: int, device: torch.device) -> "SamplingTensors":
         ps = [s.params for s in seqs]
-
-        def col(values, dtype=torch.float32):
-            return torch.tensor(values, dtype=dtype, device=device)
-
         penalties = any(p.uses_penalties for p in ps)
+        floats = [[p.temperature for p in ps], [p.top_p for p in ps], [p.min_p for p in ps]]
+        if penalties:
+            floats += [[p.repetition_penalty for p in ps], [p.presence_penalty for p in ps],
+                       [p.frequency_penalty for p in ps]]
+        # the token being sampled is the last, pending, one of each sequence
+        ints = [[p.top_k if p.top_k > 0 else vocab_size for p in ps], [s.seed for s in seqs],
+                [s.num_output_tokens - 1 for s in seqs]]
+        f, i = lists_to_device(floats, torch.float32, device), lists_to_device(ints, torch.int64, device)
         counts = mask = None
         if penalties:
-            counts = _token_table(vocab_size, [s.output_token_ids for s in seqs], device)
+            counts = _token_table(vocab_size, [s.output_token_ids[:-1] for s in seqs], device)
             mask = _token_table(vocab_size, [s.token_ids[:s.num_prompt_tokens] for s in seqs], device) > 0
         return cls(
-            temperature=col([p.temperature for p in ps]),
-            top_p=col([p.top_p for p in ps]),
-            top_k=col([p.top_k if p.top_k > 0 else vocab_size for p in ps], torch.int64),
-            min_p=col([p.min_p for p in ps]),
-            seeds=col([s.seed for s in seqs], torch.int64),
-            positions=col([s.num_output_tokens for s in seqs], torch.int64),
-            repetition_penalty=col([p.repetition_penalty for p in ps]) if penalties else None,
-            presence_penalty=col([p.presence_penalty for p in ps]) if penalties else None,
-            frequency_penalty=col([p.frequency_penalty for p in ps]) if penalties else None,
+            temperature=f[0], top_p=f[1], min_p=f[2], top_k=i[0], seeds=i[1], positions=i[2],
+            repetition_penalty=f[3] if penalties else None,
+            presence_penalty=f[4] if penalties else None,
+            frequency_penalty=f[5] if penalties else None,
             output_counts=counts,
             prompt_mask=mask,
             num_logprobs=max((p.logprobs for p in ps if p.logprobs is not None), default=-1),
             all_greedy=all(p.greedy for p in ps),
+            any_top_k_top_p=any(0 < p.top_k < vocab_size or p.top_p < 1 for p in ps),
+            any_min_p=any(p.min_p > 0 for p in ps),
         )
 
 
@@ -112,14 +120,14 @@ def apply_penalties(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
 def _filter(probs: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
     """Zero the probabilities that top-k, top-p and min-p exclude (the top token always stays)."""
     vocab = probs.shape[-1]
-    if bool((t.top_k < vocab).any()) or bool((t.top_p < 1).any()):
+    if t.any_top_k_top_p:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         ranks = torch.arange(vocab, device=probs.device)[None, :]
         drop = ranks >= t.top_k[:, None]
         drop |= (sorted_p.cumsum(-1) - sorted_p) > t.top_p[:, None]
         drop[:, 0] = False
         probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-    if bool((t.min_p > 0).any()):
+    if t.any_min_p:
         threshold = t.min_p[:, None] * probs.max(dim=-1, keepdim=True).values
         probs = probs.masked_fill(probs < threshold, 0.0)
     return probs

@@ -5,6 +5,11 @@ Every step mixes decodes and prefill chunks under `max_num_batched_tokens` token
 waiting ones in arrival order, a long prompt taking as large a chunk as the budget allows. When
 the pool runs out of blocks the newest running sequence is preempted: its blocks are freed and it
 waits to be recomputed from its tokens (prompt and output so far), so no output changes.
+
+Scheduling runs one step ahead of the results: `schedule()` advances each sequence as if the
+step had already run, and appends a PENDING token for each token the step samples, so that the
+next step can be scheduled (and computed on the GPU) before this one's tokens are read back.
+`postprocess()` later fills the pending tokens in and applies the token-level stops.
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ from dataclasses import dataclass, field
 
 from .block_manager import BlockManager
 from .config import EngineConfig
-from .sequence import Sequence, Status
+from .sequence import PENDING, Sequence, Status
 
 
 @dataclass(slots=True)
 class Batch:
-    """The sequences of one step and how many of each one's uncomputed tokens it computes."""
+    """The sequences of one step: sequence i computes tokens starts[i] : starts[i] + num_new_tokens[i]
+    and, when `sampled[i]`, samples the token after them (a PENDING token until read back)."""
 
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    sampled: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -31,10 +39,16 @@ class Batch:
     def num_tokens(self) -> int:
         return sum(self.num_new_tokens)
 
-    def samples(self, i: int) -> bool:
-        """Whether sequence i reaches its last token this step, so a token is sampled for it."""
-        seq = self.seqs[i]
-        return seq.num_computed_tokens + self.num_new_tokens[i] == seq.num_tokens
+    def add(self, seq: Sequence, n: int) -> None:
+        self.seqs.append(seq)
+        self.num_new_tokens.append(n)
+        self.starts.append(seq.num_computed_tokens)
+
+    def remove(self, seq: Sequence) -> int:
+        """Take a sequence out again (it was preempted); its token count."""
+        i = next(i for i, s in enumerate(self.seqs) if s is seq)
+        del self.seqs[i], self.starts[i]
+        return self.num_new_tokens.pop(i)
 
 
 @dataclass(slots=True)
@@ -69,51 +83,54 @@ class Scheduler:
         for seq in sorted(self.running, key=lambda s: s.num_uncomputed_tokens > 1):
             if budget == 0:
                 break
-            if seq.status is not Status.RUNNING:  # preempted below while making room
-                continue
+            if seq.status is not Status.RUNNING or self._done_sampling(seq):
+                continue  # preempted below while making room, or finishing once its token is read
             n = min(seq.num_uncomputed_tokens, budget)
             while not self.blocks.can_append(seq, n):
                 victim = self.running[-1]
-                budget += self._unschedule(batch, victim)
+                if victim in batch.seqs:
+                    budget += batch.remove(victim)
                 self._preempt(victim)
                 preempted = True
                 if victim is seq:
                     break
             else:
                 self.blocks.append_slots(seq, n)
-                batch.seqs.append(seq)
-                batch.num_new_tokens.append(n)
+                batch.add(seq, n)
                 budget -= n
         if not preempted:
             self._admit_waiting(batch, budget)
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += n
+            samples = seq.num_computed_tokens == seq.num_tokens
+            batch.sampled.append(samples)
+            if samples:
+                seq.token_ids.append(PENDING)
         return batch
+
+    def _done_sampling(self, seq: Sequence) -> bool:
+        return seq.output_limit_reached or seq.num_tokens >= self.config.max_model_len
 
     def _admit_waiting(self, batch: Batch, budget: int) -> None:
         skipped: list[Sequence] = []
+        bs = self.blocks.block_size
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting.popleft()
-            if seq.parent is not None and not (seq.parent.prefilled or seq.parent.finished):
-                skipped.append(seq)  # shares the parent's prompt blocks once they are computed
+            parent = seq.parent
+            if parent is not None and not parent.finished \
+                    and len(parent.block_hashes) < (parent.num_prompt_tokens - 1) // bs:
+                skipped.append(seq)  # shares the parent's prompt blocks once they are cached
                 continue
             cached = self.blocks.find_cached_prefix(seq)
-            n = min(seq.num_tokens - len(cached) * self.blocks.block_size, budget)
+            n = min(seq.num_tokens - len(cached) * bs, budget)
             if not self.blocks.admit(seq, cached, n):
                 self.waiting.appendleft(seq)
                 break
             seq.status = Status.RUNNING
             self.running.append(seq)
-            batch.seqs.append(seq)
-            batch.num_new_tokens.append(n)
+            batch.add(seq, n)
             budget -= n
         self.waiting.extendleft(reversed(skipped))
-
-    @staticmethod
-    def _unschedule(batch: Batch, seq: Sequence) -> int:
-        for i, s in enumerate(batch.seqs):
-            if s is seq:
-                del batch.seqs[i]
-                return batch.num_new_tokens.pop(i)
-        return 0
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
@@ -124,30 +141,38 @@ class Scheduler:
 
     # --- after the step ---------------------------------------------------------------------------
 
-    def postprocess(self, batch: Batch, sampled: list[int | None]) -> list[Finished]:
-        """Advance each sequence by the tokens it computed, append the sampled tokens, and finish
-        the sequences that hit a token-level stop (EOS, a stop token, max_tokens, the context
-        window). Stop strings are the output processor's, which calls `finish`."""
-        finished = []
-        for seq, n, token in zip(batch.seqs, batch.num_new_tokens, sampled):
-            seq.num_computed_tokens += n
-            self.blocks.cache_computed_blocks(seq)
+    def postprocess(self, batch: Batch, sampled: list[int | None]) -> tuple[list[int | None], list[Finished]]:
+        """Once the step's tokens are read back: cache the blocks it completed, fill in its
+        sampled tokens, and finish the sequences that hit a token-level stop (EOS, a stop token,
+        max_tokens, the context window). Stop strings are the output processor's, which calls
+        `finish`. Returns the tokens taken (None for a sequence that finished while the step
+        ran: aborted, or stopped by a string) and the sequences finished here."""
+        finished, taken = [], []
+        for seq, start, n, token in zip(batch.seqs, batch.starts, batch.num_new_tokens, sampled):
+            taken.append(None if seq.finished else token)
+            if seq.finished:
+                continue
+            if seq.status is Status.RUNNING:
+                self.blocks.cache_computed_blocks(seq, start + n)
             if token is None:
                 continue
-            seq.token_ids.append(token)
-            reason = self._stop_reason(seq, token)
+            position = start + n
+            seq.token_ids[position] = token
+            reason = self._stop_reason(seq, position)
             if reason:
+                del seq.token_ids[position + 1:]  # a token the next step is already computing
                 self.finish(seq, reason)
                 finished.append(Finished(seq, reason))
-        return finished
+        return taken, finished
 
-    def _stop_reason(self, seq: Sequence, token: int) -> str | None:
-        p = seq.params
+    def _stop_reason(self, seq: Sequence, position: int) -> str | None:
+        p, token = seq.params, seq.token_ids[position]
         if (token == self.eos_token_id and not p.ignore_eos) or token in p.stop_token_ids:
             return "stop"
-        if p.max_tokens is not None and seq.num_output_tokens >= p.max_tokens:
+        num_output = position + 1 - seq.num_prompt_tokens
+        if p.max_tokens is not None and num_output >= p.max_tokens:
             return "length"
-        if seq.num_tokens >= self.config.max_model_len:
+        if position + 1 >= self.config.max_model_len:
             return "length"
         return None
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from .sampling_params import SamplingParams
 
 
+PENDING = -1  # a sampled token still on the GPU (see Scheduler)
+
+
 class Status(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
@@ -17,9 +20,12 @@ class Status(enum.Enum):
 @dataclass(slots=True, eq=False)
 class Sequence:
     """`token_ids` holds the prompt then the output. `num_computed_tokens` of them have their
-    keys/values in the cache, in the blocks of `block_table`; the rest are computed by the next
-    steps (a prefill chunk, or the last sampled token in a decode step). Sample `index` of a
-    request with n > 1 waits for sample 0 (`parent`) to prefill, then shares its prompt blocks."""
+    keys/values in the cache (or are being computed by the step in flight), in the blocks of
+    `block_table`; the rest are computed by the next steps (a prefill chunk, or the last sampled
+    token in a decode step). The last token may be PENDING: sampled by the step in flight, its
+    value not yet read back; `pending_row` is its row in that step's sampled tokens. Sample
+    `index` of a request with n > 1 waits for sample 0 (`parent`) to cache its prompt blocks,
+    then shares them."""
 
     seq_id: int
     request_id: str
@@ -35,6 +41,7 @@ class Sequence:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache at first admission
     admitted: bool = False
+    pending_row: int | None = None
     finish_reason: str | None = None
 
     @property
@@ -54,8 +61,9 @@ class Sequence:
         return len(self.token_ids) - self.num_computed_tokens
 
     @property
-    def prefilled(self) -> bool:
-        return self.num_computed_tokens >= self.num_prompt_tokens
+    def output_limit_reached(self) -> bool:
+        """max_tokens tokens are sampled (the last may still be pending): nothing more to schedule."""
+        return self.params.max_tokens is not None and self.num_output_tokens >= self.params.max_tokens
 
     @property
     def finished(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,14 +130,28 @@ def load_weights(model: LlamaModel, model_dir: str | Path) -> None:
     """Fill every parameter of `model` (its tensor-parallel shard) from a workspace's fused
     per-rank files or from a Hugging Face directory."""
     model_dir = Path(model_dir)
-    params = dict(model.named_parameters(remove_duplicate=False))
     with ExitStack() as stack, torch.no_grad():
         if rank_dir(model_dir, 0).is_dir():
+            params = dict(model.named_parameters(remove_duplicate=False))
             for name, tensor in fused_tensors(model, model_dir, stack).items():
                 params[name].copy_(tensor[:])
         else:
-            for _ in assemble_hf(model, model_dir, params.__getitem__):
-                pass
+            load_tensors(model, _Checkpoint(model_dir, stack).tensors, str(model_dir))
+
+
+def load_tensors(model: LlamaModel, tensors: Mapping[str, object], source: str = "state dict") -> None:
+    """Fill every parameter of `model` from tensors named as in a Hugging Face Llama checkpoint
+    (torch tensors, or lazy slices with `.shape` and indexing)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for _ in assemble(model, tensors, params.__getitem__, source):
+        pass
+
+
+def assemble_hf(model: LlamaModel, model_dir: str | Path,
+                buffer_for: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
+    """`assemble` over a Hugging Face directory's checkpoint files."""
+    with ExitStack() as stack:
+        yield from assemble(model, _Checkpoint(Path(model_dir), stack).tensors, buffer_for, str(model_dir))
 
 
 def _stored_params(model: LlamaModel) -> dict[str, tuple[int, ...]]:
@@ -146,27 +160,26 @@ def _stored_params(model: LlamaModel) -> dict[str, tuple[int, ...]]:
             if not (name == "lm_head" and model.cfg.tie_word_embeddings)}
 
 
-def assemble_hf(model: LlamaModel, model_dir: str | Path,
-                buffer_for: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Assemble this rank's parameters from a Hugging Face checkpoint into `buffer_for(name)`,
+def assemble(model: LlamaModel, tensors: Mapping[str, object], buffer_for: Callable[[str], torch.Tensor],
+             source: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Assemble this rank's parameters from Hugging Face-named tensors into `buffer_for(name)`,
     yielding each (name, buffer) as soon as it is complete; `model` only gives names and shapes
     (it may live on the meta device)."""
-    model_dir = Path(model_dir)
     shapes = _stored_params(model)
     buffers: dict[str, torch.Tensor] = {}
     filled: dict[str, int] = {}  # parameter -> rows written
     tp = model.tp
-    with ExitStack() as stack, torch.no_grad():
-        for name, tensor in _Checkpoint(model_dir, stack).tensors.items():
+    with torch.no_grad():
+        for name, tensor in tensors.items():
             if name.endswith(_SKIPPED):
                 continue
             target = _target(model, name)
             if target is None:
-                raise ValueError(f"{model_dir}: unexpected tensor {name!r}: not part of a Llama model")
+                raise ValueError(f"{source}: unexpected tensor {name!r}: not part of a Llama model")
             if target.param not in shapes:  # lm_head of a model with tied embeddings
                 continue
             if tuple(tensor.shape) != target.shape:
-                raise ValueError(f"{model_dir}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                raise ValueError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                                  f"expected {target.shape} for this config.json")
             piece = _shard(tensor, target.split_dim, tp.rank, tp.size)
             if target.param not in buffers:
@@ -179,7 +192,7 @@ def assemble_hf(model: LlamaModel, model_dir: str | Path,
     missing = [p for p, shape in shapes.items() if filled.get(p, 0) != shape[0]]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        raise ValueError(f"{model_dir}: checkpoint is missing tensors for {shown}")
+        raise ValueError(f"{source}: checkpoint is missing tensors for {shown}")
 
 
 def fused_tensors(model: LlamaModel, workspace: Path, stack: ExitStack) -> dict[str, object]:
@@ -244,3 +257,15 @@ def write_fused_rank(tensors: Iterable[tuple[str, torch.Tensor]], out_dir: Path,
     if len(files) == 1:
         files[0] = files[0].rename(out_dir / "model.safetensors")
     return files
+
+
+def fill_random(model: LlamaModel, seed: int = 0, std: float = 0.02) -> None:
+    """Seeded random weights (norms at one), generated on the model's device: benchmarks of the
+    real shapes need no checkpoint, and the speed of a dense model does not depend on values."""
+    gen = torch.Generator(device=model.embed_tokens.device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm") or name.endswith("layernorm"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std, generator=gen)

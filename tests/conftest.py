@@ -1,10 +1,15 @@
 import os
 
-# Triton kernels run on the CPU through Triton's interpreter; it must be chosen before any
-# kernel is defined, that is before `kernels` is imported.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+# Without a GPU, Triton kernels run on the CPU through Triton's interpreter; it must be chosen
+# before any kernel is defined, that is before `kernels` is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(scope="session", autouse=True)

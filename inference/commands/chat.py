@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from ..model_info import ABILITIES
 from ..prompts import DEFAULT_SYSTEM
 from .line_reader import LineReader
-from .options import add_engine_options, add_sampling_options, engine_kwargs, sampling_kwargs
+from .options import (add_engine_options, add_model_identity_options, add_sampling_options, engine_kwargs,
+                      sampling_kwargs)
 
 END_OF_INPUT = "!!"
 COMMANDS = ("exit", "reset")
@@ -33,6 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suffix-first", action="store_true", help="infilling: suffix-prefix-middle order")
     parser.add_argument("--stop-at-top-level", action=argparse.BooleanOptionalAction,
                         help="completion / python: stop at a new top-level statement (default: on for python)")
+    add_model_identity_options(parser)
     add_engine_options(parser)
     add_sampling_options(parser)
 
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import LLMEngine, SamplingParams
     from ..session import Session
 
-    engine = LLMEngine(args.model, **engine_kwargs(args))
+    engine = LLMEngine(args.model, model_name=args.model_name, capabilities=args.capabilities,
+                       **engine_kwargs(args))
     ability = args.cap or ("chat" if "chat" in engine.model_info.capabilities else "completion")
     top_level = args.stop_at_top_level if args.stop_at_top_level is not None else ability == "python"
     session = Session(engine, ability, SamplingParams(**sampling_kwargs(args)), system=args.sys_instruct,

@@ -12,7 +12,7 @@ def seq(tokens, seq_id=0):
 def compute_all(bm, s):
     assert bm.admit(s, bm.find_cached_prefix(s), s.num_tokens)
     s.num_computed_tokens = s.num_tokens
-    bm.cache_computed_blocks(s)
+    bm.cache_computed_blocks(s, s.num_tokens)
 
 
 def test_slots_and_growth():

@@ -4,33 +4,8 @@ import pytest
 import torch
 
 from inference.engine import LLMEngine
-from inference.sampling_params import SamplingParams
-from inference.scheduler import Batch
+from tests.engine_steps import logits_per_step
 from tests.models import assert_pool_full, tiny_llama
-
-
-def _engine_logits_per_step(engine: LLMEngine, prompts: list[list[int]], steps: int,
-                            forced: list[list[int]]) -> list[list[torch.Tensor]]:
-    """Prefill all prompts together, then decode `steps` tokens feeding `forced` tokens; the
-    logits each sequence gets at every step."""
-    params = SamplingParams(max_tokens=steps + 1, temperature=0)
-    states = [engine.make_request(str(i), p, params) for i, p in enumerate(prompts)]
-    for s in states:
-        engine.add(s)
-    seqs = [s.seqs[0] for s in states]
-    got = [[] for _ in prompts]
-    for step in range(steps + 1):
-        batch = engine.scheduler.schedule()
-        logits, rows = engine.runner.forward(batch)
-        sampled: list[int | None] = [None] * len(batch)
-        for row, i in enumerate(rows):
-            k = seqs.index(batch.seqs[i])
-            got[k].append(logits[row])
-            sampled[i] = forced[k][step]
-        engine.scheduler.postprocess(batch, sampled)
-    for s in states:
-        engine.abort(s.request_id)
-    return got
 
 
 @pytest.mark.parametrize("heads,kv_heads,head_dim", [(4, 4, 16), (4, 2, 32), (2, 1, 64), (8, 2, 16)],
@@ -43,7 +18,7 @@ def test_logits_match_transformers_at_prefill_and_every_decode_step(tmp_path, he
     prompts = [torch.randint(3, 4096, (n,), generator=gen).tolist() for n in (5, 16, 37)]
     steps = 12
     forced = [torch.randint(3, 4096, (steps + 1,), generator=gen).tolist() for _ in prompts]
-    got = _engine_logits_per_step(engine, prompts, steps, forced)
+    got = logits_per_step(engine, prompts, steps, forced)
     for k, prompt in enumerate(prompts):
         full = torch.tensor([prompt + forced[k][:steps]])
         with torch.no_grad():
@@ -73,7 +48,7 @@ def test_tied_embeddings_and_linear_rope_scaling_are_read_from_config(tmp_path):
     engine = LLMEngine(tmp_path, num_kv_blocks=16)
     assert engine.model_config.rope_scaling_factor == 4.0 and engine.model_config.tie_word_embeddings
     prompt = list(range(10, 60))
-    got = _engine_logits_per_step(engine, [prompt], 0, [[0]])[0][0]
+    got = logits_per_step(engine, [prompt], 0, [[0]])[0][0]
     with torch.no_grad():
         ref = hf(torch.tensor([prompt])).logits[0, -1]
     assert (got - ref).abs().max().item() < 1e-4

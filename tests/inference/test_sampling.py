@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from inference import LLM, SamplingParams
-from inference.sampler import SamplingTensors, apply_penalties, exponential_noise, sample
+from inference.sampler import SamplingTensors, apply_penalties, exponential_noise, sample, uniform_from_bits
 from tests.models import assert_pool_full, tiny_llama
 
 
@@ -55,6 +55,8 @@ def _tensors(batch: int, vocab: int, **overrides) -> SamplingTensors:
                   repetition_penalty=None, presence_penalty=None, frequency_penalty=None,
                   output_counts=None, prompt_mask=None, num_logprobs=-1, all_greedy=False)
     fields.update(overrides)
+    fields["any_top_k_top_p"] = bool((fields["top_k"] < vocab).any() or (fields["top_p"] < 1).any())
+    fields["any_min_p"] = bool((fields["min_p"] > 0).any())
     return SamplingTensors(**fields)
 
 
@@ -79,6 +81,13 @@ def test_top_k_top_p_and_min_p_exclude_tokens():
     assert seen(_tensors(rows, 4, top_p=torch.full((rows,), 0.65))) == {0, 1}
     assert seen(_tensors(rows, 4, min_p=torch.full((rows,), 0.5))) == {0, 1}
     assert seen(_tensors(rows, 4)) == {0, 1, 2, 3}
+
+
+def test_uniform_noise_never_reaches_zero_or_one():
+    extremes = torch.tensor([0, -1, (1 << 63) - 1, -(1 << 63), (0x7FFFFF << 40) - 1], dtype=torch.int64)
+    u = uniform_from_bits(extremes)
+    assert (u > 0).all() and (u < 1).all()
+    assert torch.isfinite(-torch.log(u)).all() and (-torch.log(u) > 0).all()
 
 
 def test_noise_depends_only_on_seed_and_position():

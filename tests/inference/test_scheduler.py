@@ -21,7 +21,7 @@ def add(sched, seq_id, prompt_len, max_tokens=100):
 
 def step(sched, token=7):
     batch = sched.schedule()
-    sampled = [token if batch.samples(i) else None for i in range(len(batch))]
+    sampled = [token if batch.sampled[i] else None for i in range(len(batch))]
     sched.postprocess(batch, sampled)
     return batch
 

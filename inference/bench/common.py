@@ -1,0 +1,93 @@
+"""What every benchmark shares: the model shapes, a random-weight engine, the copy bandwidth."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..model_source import ASSETS
+
+# Code Llama shapes: layers, hidden, heads, kv heads, MLP width
+SHAPES = {
+    "7b": (32, 4096, 32, 32, 11008),
+    "13b": (40, 5120, 40, 40, 13824),
+    "34b": (48, 8192, 64, 8, 22016),
+    "70b": (80, 8192, 64, 8, 28672),
+}
+
+
+def shape_config(shape: str) -> dict:
+    layers, hidden, heads, kv_heads, inter = SHAPES[shape]
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "vocab_size": 32016, "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": 16384,
+            "rope_theta": 1000000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+            "bos_token_id": 1, "eos_token_id": 2}
+
+
+def random_model_dir(shape: str) -> Path:
+    """A model directory with the shape's config.json and the embedded tokenizer (no weights:
+    the engine fills random ones with load_format="random")."""
+    path = Path(tempfile.mkdtemp(prefix=f"codellama-{shape}-"))
+    (path / "config.json").write_text(json.dumps(shape_config(shape)))
+    shutil.copyfile(ASSETS / "tokenizer.model", path / "tokenizer.model")
+    return path
+
+
+def make_engine(shape: str, **kwargs):
+    from ..engine import LLMEngine
+
+    return LLMEngine(random_model_dir(shape), load_format="random", **kwargs)
+
+
+def copy_bandwidth(gib: float = 2.0) -> float:
+    """Device-to-device copy, bytes read + written per second (median of 20)."""
+    src = torch.empty(int(gib * (1 << 30)) // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(23):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    times = sorted(times[3:])
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * gib * (1 << 30) / times[len(times) // 2]
+
+
+def device_record() -> dict:
+    props = torch.cuda.get_device_properties(0)
+    import triton
+    return {"card": props.name, "sms": props.multi_processor_count, "memory_gib": round(props.total_memory / 2**30, 1),
+            "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def weight_bytes_per_step(cfg: dict) -> int:
+    """Bytes of weights a decode step reads: every matrix but the embedding table (one row)."""
+    layers, h, inter = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["intermediate_size"]
+    d = h // cfg["num_attention_heads"]
+    qkv = (cfg["num_attention_heads"] + 2 * cfg["num_key_value_heads"]) * d * h
+    per_layer = qkv + cfg["num_attention_heads"] * d * h + 3 * h * inter + 2 * h
+    return 2 * (layers * per_layer + cfg["vocab_size"] * h + h)
+
+
+def kv_bytes_per_token(cfg: dict) -> int:
+    d = cfg["hidden_size"] // cfg["num_attention_heads"]
+    return 2 * 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * d
+
+
+def write_json(path: str | None, record: dict) -> None:
+    text = json.dumps(record, indent=2)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")

@@ -1,0 +1,62 @@
+"""`codellama bench latency|throughput|kernels|profile|serve`: speed on random-weight models of the
+real shapes."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=["latency", "throughput", "kernels", "profile", "serve"])
+    parser.add_argument("--shape", choices=["7b", "13b", "34b", "70b"], default="7b")
+    parser.add_argument("--out", help="also write the JSON record here")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time transformers' static-cache generate (compiles: minutes)")
+    parser.add_argument("--num-prompts", type=int, default=1000)
+    parser.add_argument("--mixed-prompts", type=int, default=1000, help="requests of the mixed-length set (0: skip)")
+    parser.add_argument("--max-num-seqs", type=int, default=256)
+    parser.add_argument("--enforce-eager", action="store_true", help="latency without CUDA graphs")
+    parser.add_argument("--batch", type=int, default=1, help="profile: decode batch size")
+    parser.add_argument("--concurrency", type=int, default=256, help="serve: concurrent streaming clients")
+    parser.add_argument("--url", help="serve: drive this running server instead of starting one")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.bench import common
+
+    if args.what == "serve" and args.url:
+        from inference.bench import serve
+        common.write_json(args.out, {"benchmark": "serve", "engine": serve.run(args.shape, args.concurrency,
+                                                                               args.num_prompts, url=args.url)})
+        return 0
+    if not torch.cuda.is_available():
+        raise ValueError("benchmarks need a CUDA GPU")
+    record = {"benchmark": args.what, "device": common.device_record()}
+    copy_bw = common.copy_bandwidth()
+    record["copy_bandwidth_tb_s"] = copy_bw / 1e12
+    if args.what == "latency":
+        from inference.bench import latency
+        record["engine"] = latency.run(args.shape, copy_bw=copy_bw, enforce_eager=args.enforce_eager)
+        if args.baseline:
+            from inference.bench import hf_baseline
+            record["baseline"] = hf_baseline.run(args.shape, batches=(1,))
+    elif args.what == "throughput":
+        from inference.bench import throughput
+        record["engine"] = throughput.run(args.shape, args.num_prompts, mixed_prompts=args.mixed_prompts,
+                                          max_num_seqs=args.max_num_seqs)
+        if args.baseline:
+            from inference.bench import hf_baseline
+            record["baseline"] = hf_baseline.run(args.shape, batches=(32,), prompt_len=128, new_tokens=128)
+    elif args.what == "serve":
+        from inference.bench import serve
+        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts)
+    elif args.what == "profile":
+        from inference.bench import profile
+        record["profile"] = profile.run(args.shape, batch=args.batch)
+    else:
+        from inference.bench import kernels_bench
+        record["kernels"] = kernels_bench.run(copy_bw)
+    common.write_json(args.out, record)
+    return 0

@@ -1,0 +1,39 @@
+"""How much GPU memory the KV cache may take."""
+
+from __future__ import annotations
+
+import torch
+
+from .attention import AttentionMetadata
+from .config import EngineConfig
+from .model import LlamaModel
+
+
+def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dtype, device: torch.device) -> float:
+    """Bytes for the KV cache: the configured fraction of the card, less the weights, the peak
+    activations of the largest step (measured by running one) and other processes' memory."""
+    m = model.cfg
+    tokens = config.max_num_batched_tokens
+    scratch_blocks = -(-tokens // config.block_size)
+    scratch = torch.zeros(m.num_layers, 2, scratch_blocks, config.block_size, model.num_local_kv_heads,
+                          m.head_dim, dtype=dtype, device=device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        meta = AttentionMetadata(
+            cu_seqlens_q=torch.tensor([0, tokens], dtype=torch.int32, device=device),
+            context_lens=torch.tensor([tokens], dtype=torch.int32, device=device),
+            block_tables=torch.arange(scratch_blocks, dtype=torch.int32, device=device)[None],
+            slot_mapping=torch.arange(tokens, dtype=torch.int64, device=device),
+            max_query_len=tokens, max_context_len=tokens)
+        hidden = model(torch.zeros(tokens, dtype=torch.int64, device=device),
+                       torch.arange(tokens, device=device) % m.max_position_embeddings, scratch, meta)
+        model.compute_logits(hidden[-1:])
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - scratch.numel() * scratch.element_size()
+    del scratch, hidden
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info(device)
+    others = total - free - torch.cuda.memory_reserved(device)
+    sampler = config.max_num_seqs * m.vocab_size * 32  # logits, probabilities, noise of a full batch
+    graphs = 0 if config.enforce_eager else 512 << 20
+    return total * config.kv_cache_memory_fraction - others - peak - sampler - graphs

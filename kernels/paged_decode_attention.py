@@ -1,0 +1,151 @@
+"""Paged decode attention with split-K (flash-decoding).
+
+One query token per sequence. Program (sequence b, KV head h, split s) takes the queries of every
+query head that shares KV head h (GQA) and its share of the context, reading the keys and values
+block by block through the block table; it keeps a running max and sum (online softmax). With
+several splits, a second kernel merges the partial results, so a long context at a small batch
+still spreads over the whole GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit(do_not_specialize=["stride_bt"])  # the block-table width changes every step
+def _decode_kernel(
+    q_ptr,  # [B, Hq, D] queries
+    k_cache_ptr,  # [num_blocks * PAGE, Hk, D] keys (block-major)
+    v_cache_ptr,  # [num_blocks * PAGE, Hk, D] values
+    block_tables_ptr,  # [B, max_blocks] int32
+    context_lens_ptr,  # [B] int32, tokens to attend to (0 for a padding row)
+    out_ptr,  # [B, Hq, D] output, written when SPLITS == 1
+    part_acc_ptr,  # [B, Hq, SPLITS, D] float32 unnormalised partial outputs
+    part_ml_ptr,  # [B, Hq, SPLITS, 2] float32 partial running max (log2 domain) and sum
+    qk_scale,  # softmax scale * log2(e)
+    stride_qb, stride_qh, stride_ob, stride_oh, stride_bt,
+    HK: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLITS: tl.constexpr, IEEE: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    ctx = tl.load(context_lens_ptr + b)
+    per_split = tl.cdiv(tl.cdiv(ctx, SPLITS), BLOCK_N) * BLOCK_N
+    start = split * per_split
+    end = tl.minimum(start + per_split, ctx)
+
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    heads = kvh * GROUP + g
+    gmask = g < GROUP
+    dmask = d < D
+    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                mask=gmask[:, None] & dmask[None, :], other=0.0)
+
+    m = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        t = n0 + tl.arange(0, BLOCK_N)
+        tmask = t < end
+        page = tl.load(block_tables_ptr + b * stride_bt + t // PAGE, mask=tmask, other=0).to(tl.int64)
+        rows = (page * PAGE + t % PAGE) * (HK * D) + kvh * D
+        kv_mask = tmask[:, None] & dmask[None, :]
+        k = tl.load(k_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m = m_new
+
+    out_mask = gmask[:, None] & dmask[None, :]
+    if SPLITS == 1:
+        out = acc / tl.where(l > 0, l, 1.0)[:, None]
+        tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        part = (b * (HK * GROUP) + heads) * SPLITS + split
+        tl.store(part_acc_ptr + part[:, None] * D + d[None, :], acc, mask=out_mask)
+        tl.store(part_ml_ptr + part * 2, m, mask=gmask)
+        tl.store(part_ml_ptr + part * 2 + 1, l, mask=gmask)
+
+
+@triton.jit
+def _combine_kernel(
+    part_acc_ptr,  # [B, Hq, SPLITS, D] float32
+    part_ml_ptr,  # [B, Hq, SPLITS, 2] float32
+    out_ptr,  # [B, Hq, D]
+    stride_ob, stride_oh,
+    HQ: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, SPLITS: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    base = (b * HQ + h) * SPLITS
+    s = tl.arange(0, SPLITS)
+    d = tl.arange(0, BLOCK_D)
+    m = tl.load(part_ml_ptr + (base + s) * 2)
+    l = tl.load(part_ml_ptr + (base + s) * 2 + 1)
+    m_max = tl.max(m, axis=0)
+    m_max = tl.where(m_max > float("-inf"), m_max, 0.0)  # every split empty: a padding row
+    w = tl.where(l > 0, tl.exp2(m - m_max), 0.0)
+    total = tl.sum(l * w, axis=0)
+    acc = tl.load(part_acc_ptr + (base + s)[:, None] * D + d[None, :], mask=d[None, :] < D, other=0.0)
+    out = tl.sum(acc * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < D)
+
+
+MAX_SPLITS = 32
+
+
+def decode_num_splits(batch: int, kv_heads: int, max_context_len: int, num_sms: int,
+                      block_n: int = 64) -> int:
+    """Enough programs to fill the GPU about twice, without splits shorter than one tile."""
+    wanted = triton.cdiv(2 * num_sms, max(1, batch * kv_heads))
+    longest = triton.cdiv(max(1, max_context_len), block_n)
+    return triton.next_power_of_2(max(1, min(wanted, longest, MAX_SPLITS)))
+
+
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
+                           num_splits: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """q: [B, Hq, D]; caches: [num_blocks, page, Hk, D]; returns [B, Hq, D]. num_splits is a
+    power of two fixed by the caller (fixed per CUDA-graph batch size), and the context is cut
+    into that many parts at run time."""
+    batch, hq, dim = q.shape
+    _, page, hk, _ = k_cache.shape
+    assert k_cache.is_contiguous() and v_cache.is_contiguous() and q.stride(2) == 1
+    assert hq % hk == 0 and num_splits & (num_splits - 1) == 0 and block_tables.dtype == torch.int32
+    out = torch.empty_like(q) if out is None else out
+    if batch == 0:
+        return out
+    group = hq // hk
+    block_n = max(page, 64 if dim <= 128 else 32)
+    parts = (torch.empty(batch, hq, num_splits, dim, dtype=torch.float32, device=q.device),
+             torch.empty(batch, hq, num_splits, 2, dtype=torch.float32, device=q.device)) \
+        if num_splits > 1 else (out, out)
+    _decode_kernel[(batch, hk, num_splits)](
+        q, k_cache, v_cache, block_tables, context_lens, out, parts[0], parts[1], scale * _LOG2E,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
+        HK=hk, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), D=dim,
+        BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
+        IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2)
+    if num_splits > 1:
+        _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
+                                     BLOCK_D=triton.next_power_of_2(dim), SPLITS=num_splits, num_warps=4)
+    return out

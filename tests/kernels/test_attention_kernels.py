@@ -1,0 +1,64 @@
+"""Paged attention kernels against the pure-torch reference (Triton interpreter on CPU)."""
+
+import pytest
+import torch
+
+from kernels.paged_attention import paged_attention_ref
+from kernels.paged_decode_attention import decode_num_splits, paged_decode_attention
+from kernels.paged_prefill_attention import paged_prefill_attention
+from tests.conftest import DEVICE
+from tests.kernels.paged_cases import make_case
+
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
+
+
+def reference(case):
+    return paged_attention_ref(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                               case.block_tables, case.scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("heads,kv_heads,dim,page", [(4, 4, 32, 16), (8, 2, 16, 16), (4, 1, 64, 32)],
+                         ids=["mha", "gqa4", "mqa-page32"])
+@pytest.mark.parametrize("splits", [1, 4])
+def test_decode_matches_reference(dtype, heads, kv_heads, dim, page, splits):
+    context = [1, 15, 16, 17, 70, 33]  # block boundaries and odd lengths
+    case = make_case([1] * len(context), context, heads=heads, kv_heads=kv_heads, dim=dim, page=page, dtype=dtype, device=DEVICE)
+    got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
+                                 case.scale, num_splits=splits)
+    torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+def test_decode_padding_rows_give_zeros_not_nans():
+    case = make_case([1, 1], [5, 9], device=DEVICE)
+    case.context_lens[1] = 0  # a padded row of a CUDA-graph batch
+    got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
+                                 case.scale, num_splits=2)
+    assert torch.isfinite(got).all() and (got[1] == 0).all()
+    torch.testing.assert_close(got[0], reference(case)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 4, 32), (8, 2, 16)], ids=["mha", "gqa4"])
+def test_prefill_and_extend_match_reference(dtype, heads, kv_heads, dim):
+    # a whole prompt, chunks that extend a cached prefix, and a single-token query
+    query_lens, context = [37, 16, 5, 1, 20], [37, 48, 21, 9, 20]
+    case = make_case(query_lens, context, heads=heads, kv_heads=kv_heads, dim=dim, dtype=dtype, device=DEVICE)
+    got = paged_prefill_attention(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                                  case.block_tables, case.scale, case.max_query_len)
+    torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+def test_prefill_from_a_later_sequence_leaves_earlier_rows_alone():
+    case = make_case([1, 1, 12], [7, 30, 12], device=DEVICE)
+    out = torch.full_like(case.q, 7.0)
+    paged_prefill_attention(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                            case.block_tables, case.scale, 12, first_seq=2, out=out)
+    assert (out[:2] == 7.0).all()
+    torch.testing.assert_close(out[2:], reference(case)[2:])
+
+
+def test_split_count_fills_the_gpu_without_empty_tiles():
+    assert decode_num_splits(batch=1, kv_heads=32, max_context_len=512, num_sms=132) == 8
+    assert decode_num_splits(batch=64, kv_heads=32, max_context_len=2048, num_sms=132) == 1
+    assert decode_num_splits(batch=1, kv_heads=8, max_context_len=60, num_sms=132) == 1

@@ -1,0 +1,109 @@
+"""`codellama client` in a real pseudo-terminal against a live server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from .conftest import pool_full, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spawn(url: str, *flags: str) -> pexpect.spawn:
+    child = pexpect.spawn(sys.executable, ["-m", "inference.cli", "client", url, *flags], cwd=str(ROOT),
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}, encoding="utf-8", timeout=30)
+    child.expect_exact("'exit' or Ctrl-D quits.")
+    return child
+
+
+def _send_input(child: pexpect.spawn, *lines: str) -> None:
+    for line in (*lines, "!!"):
+        child.sendline(line)
+
+
+def _tty(text: str) -> str:
+    return text.replace("\n", "\r\n")
+
+
+def _next_prompt(child: pexpect.spawn) -> None:
+    """Wait for the input prompt (keys typed before it could reach the answer being printed)."""
+    child.expect_exact(">>> ")
+
+
+@pytest.fixture(scope="module")
+def script(script_model):
+    return script_model[0]
+
+
+def test_completion_with_a_multi_line_input(scripted_server, script):
+    child = _spawn(scripted_server.url, "--cap", "completion", "--temperature", "0", "--max-tokens", "30")
+    _send_input(child, "x = 1", "", script.completion_prompt)  # a blank line inside stays part of the input
+    child.expect_exact(_tty(script.completion_text))
+    _next_prompt(child)
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_chat_keeps_history_until_reset_then_exit(scripted_server, script):
+    child = _spawn(scripted_server.url, "--temperature", "0", "--max-tokens", "30")  # chat: the model can
+    _send_input(child, "how do I sort a list?")
+    child.expect_exact(script.chat_text)
+    _next_prompt(child)
+    _send_input(child, "and in place?")
+    child.expect_exact(script.chat_text)
+    _next_prompt(child)
+    child.sendline("reset")
+    child.expect_exact("[conversation reset]")
+    _next_prompt(child)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_infilling_shows_the_middle_and_the_filled_code(scripted_server, script):
+    child = _spawn(scripted_server.url, "--cap", "infilling", "--temperature", "0", "--max-tokens", "30")
+    _send_input(child, "def f(x):", "   <FILL>", "    return y")
+    child.expect_exact("--- filled ---")
+    child.expect_exact(_tty(f"def f(x):\n   {script.infill_text}\n    return y"))
+    _send_input(child, "no marker here")
+    child.expect_exact("error: the code has no <FILL> marker")
+    _next_prompt(child)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+
+
+def test_ctrl_c_stops_the_answer_and_the_server_aborts_it(random_server):
+    engine = random_server.engine
+    child = _spawn(random_server.url, "--max-tokens", "1000", "--ignore-eos")  # completion: the model can't chat
+    _send_input(child, "import os")
+    assert wait_for(lambda: engine.requests)
+    child.sendintr()
+    child.expect_exact("[stopped]")
+    assert wait_for(lambda: pool_full(engine))
+    _next_prompt(child)
+    _send_input(child, "import re")  # still usable afterwards
+    assert wait_for(lambda: engine.requests)
+    child.sendintr()
+    child.expect_exact("[stopped]")
+    _next_prompt(child)
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and wait_for(lambda: pool_full(engine))
+
+
+def test_an_unreachable_server_is_a_clear_error():
+    child = pexpect.spawn(sys.executable, ["-m", "inference.cli", "client", "http://127.0.0.1:9"], cwd=str(ROOT),
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, encoding="utf-8", timeout=30)
+    child.expect_exact("cannot reach a server at http://127.0.0.1:9")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2

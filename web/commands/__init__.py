@@ -1,0 +1,1 @@
+"""`codellama` subcommands that speak HTTP (registered in `inference.cli.COMMANDS`)."""

@@ -1,0 +1,68 @@
+"""`codellama serve [WORKSPACE] [HOST] [PORT]`: the OpenAI-compatible API server.
+
+Host and port may be given positionally, as LMDeploy's api_server takes them, or as --host /
+--port. The default 127.0.0.1:23333 serves this machine only; binding every interface
+(0.0.0.0) is the user's explicit choice."""
+
+from __future__ import annotations
+
+import argparse
+
+from inference.commands.options import add_engine_options, engine_kwargs
+from inference.model_info import ABILITIES
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 23333
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workspace", nargs="?", metavar="WORKSPACE",
+                        help="a workspace or Hugging Face model directory (default: the embedded model)")
+    parser.add_argument("host_arg", nargs="?", metavar="HOST", help=f"address to bind (default {DEFAULT_HOST})")
+    parser.add_argument("port_arg", nargs="?", type=int, metavar="PORT", help=f"port (default {DEFAULT_PORT})")
+    g = parser.add_argument_group("server")
+    g.add_argument("--host", help="same as HOST")
+    g.add_argument("--port", type=int, help="same as PORT (0: any free port)")
+    g.add_argument("--instance-num", dest="max_num_seqs", type=int, metavar="N",
+                   help="sequences generated at once (LMDeploy's name for --max-num-seqs; default 32)")
+    g.add_argument("--max-queue", type=int, default=256, metavar="N",
+                   help="sequences that may wait beyond those; more get 429 (default 256)")
+    g.add_argument("--tp", type=int, default=1, metavar="N", help="tensor-parallel GPUs (default 1)")
+    g.add_argument("--api-keys", nargs="+", default=[], metavar="KEY",
+                   help="accept only requests with `Authorization: Bearer KEY`")
+    g.add_argument("--cors-origins", nargs="+", default=[], metavar="ORIGIN",
+                   help="origins browsers may call the API from (e.g. http://localhost:3000, or *)")
+    g.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
+                   help="after SIGINT/SIGTERM, how long in-flight requests may finish (default 10)")
+    g.add_argument("--model-name", help="which Code Llama this is, e.g. CodeLlama-7b-Instruct-hf (sets its abilities)")
+    g.add_argument("--capabilities", nargs="+", choices=ABILITIES, help="override the model's abilities")
+    add_engine_options(parser)
+    parser.set_defaults(max_num_seqs=32)
+
+
+def _pick(name: str, positional, option, default):
+    if positional is not None and option is not None and positional != option:
+        raise ValueError(f"{name} given twice: {positional} and --{name} {option}")
+    return positional if positional is not None else option if option is not None else default
+
+
+def tensor_parallel_kwargs(tp: int) -> dict:
+    """LLMEngine keywords for --tp. Until the engine takes `tensor_parallel_size`, only 1 works
+    (then: return {"tensor_parallel_size": tp})."""
+    if tp == 1:
+        return {}
+    raise ValueError(f"--tp {tp}: tensor parallelism is not in the engine yet; use --tp 1")
+
+
+def run(args: argparse.Namespace) -> int:
+    host = _pick("host", args.host_arg, args.host, DEFAULT_HOST)
+    port = _pick("port", args.port_arg, args.port, DEFAULT_PORT)
+    from inference import LLMEngine
+    from web.app import create_app
+    from web.server import serve
+    from web.settings import ServerSettings
+
+    settings = ServerSettings(api_keys=tuple(args.api_keys), max_queue=args.max_queue,
+                              cors_origins=tuple(args.cors_origins), shutdown_grace=args.shutdown_grace)
+    engine = LLMEngine(args.workspace, model_name=args.model_name, capabilities=args.capabilities,
+                       **engine_kwargs(args), **tensor_parallel_kwargs(args.tp))
+    return serve(create_app(engine, settings), host, port)

@@ -1,0 +1,163 @@
+"""The engine work behind one HTTP request: one engine request per prompt, merged into one stream
+of (prompt index, output delta), and ended exactly once, however the request ends.
+
+    route -> Generation -> AsyncEngine.generate (one pump task per prompt) -> queue -> SSE / JSON
+
+It holds the request's admission slots, watches for the client going away, and can be ended
+from outside (shutdown). Ending it cancels the pump tasks, which leaves `AsyncEngine.generate`
+and so aborts the engine requests before the engine's next step."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from litestar import Response
+from litestar.types import Receive
+
+from inference import CompletionOutput, RequestOutput, SamplingParams
+from inference.prompts import Prompt
+
+from .errors import APIError
+from .protocol.common import PromptTokensDetails, Usage
+from .sse import sse_response
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One prompt of a request and how to sample it."""
+
+    prompt: Prompt
+    params: SamplingParams
+
+
+class ClientDisconnected(APIError):
+    def __init__(self) -> None:
+        super().__init__(499, "the client closed the connection", code="client_closed_request")
+
+
+class Generation:
+    def __init__(self, serving, parts: list[Part], receive: Receive | None):
+        self.id = uuid.uuid4().hex
+        self.parts = parts
+        self._serving = serving
+        # the recipe for a prompt of an ability: its stop tokens join the request's
+        self._params = [dataclasses.replace(p.params,
+                                            stop_token_ids=p.params.stop_token_ids + p.prompt.stop_token_ids)
+                        for p in parts]
+        self._validate()
+        self._release = serving.admission.acquire(sum(p.params.n for p in parts))
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._unfinished = set(range(len(parts)))
+        self.prompt_tokens = [0] * len(parts)
+        self.cached_tokens = [0] * len(parts)
+        self.output_tokens = [[0] * p.params.n for p in parts]
+        self._closed = False
+        serving.generations.add(self)
+        self._tasks = [asyncio.create_task(self._pump(i, part)) for i, part in enumerate(parts)]
+        if receive is not None:
+            self._tasks.append(asyncio.create_task(self._watch(receive)))
+
+    def _validate(self) -> None:
+        """Check every prompt now, as the engine will when it takes them, so that a bad request is
+        an HTTP 400 before a stream's headers go out (the engine checks again; it is cheap)."""
+        core = self._serving.engine.engine
+        for index, (part, params) in enumerate(zip(self.parts, self._params)):
+            try:
+                core.make_request(f"{self.id}-{index}", part.prompt.token_ids, params, part.prompt.continues_prompt)
+            except ValueError as e:  # the engine's messages are written for the user
+                raise APIError(400, str(e)) from None
+
+    async def _pump(self, index: int, part: Part) -> None:
+        try:
+            async for out in self._serving.engine.generate(f"{self.id}-{index}", part.prompt.token_ids,
+                                                           self._params[index], part.prompt.continues_prompt):
+                self._queue.put_nowait((index, out))
+        except Exception as e:  # validated already: this is the engine failing
+            self._queue.put_nowait(APIError(500, f"generation failed: {e}"))
+
+    async def _watch(self, receive: Receive) -> None:
+        """The client went away: end now, even if no consumer ever iterates (a stream whose
+        response never started), so that nothing waits for a `finally` that may not run."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.end(ClientDisconnected())
+        self.close()
+
+    def end(self, error: APIError) -> None:
+        """End early: the engine requests are aborted now and the consumer gets `error` next."""
+        self._queue.put_nowait(error)
+        self._cancel_tasks()
+
+    def close(self) -> None:
+        """Release everything; idempotent, synchronous (safe in any `finally`)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_tasks()
+        self._release()
+        self._serving.generations.discard(self)
+
+    def _cancel_tasks(self) -> None:
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+
+    # --- consuming ---------------------------------------------------------------------------------
+
+    async def _next(self) -> tuple[int, RequestOutput]:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        index, out = item
+        self._account(index, out)
+        return item
+
+    def _account(self, index: int, out: RequestOutput) -> None:
+        self.prompt_tokens[index] = len(out.prompt_token_ids)
+        self.cached_tokens[index] = out.num_cached_tokens
+        counts = self.output_tokens[index]
+        for c in out.outputs:
+            counts[c.index] += len(c.token_ids)
+        if out.finished:
+            self._unfinished.discard(index)
+            self._serving.accounting.observe_request(out.metrics, len(out.prompt_token_ids), max(counts),
+                                                     sum(counts))
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, RequestOutput]]:
+        while self._unfinished:
+            yield await self._next()
+
+    async def collect(self) -> list[RequestOutput]:
+        """Run to the end; one RequestOutput per prompt with its whole completions."""
+        merged: dict[int, RequestOutput] = {}
+        async for index, delta in self:
+            if index not in merged:
+                merged[index] = RequestOutput(delta.request_id, delta.prompt, delta.prompt_token_ids,
+                                              [CompletionOutput(i) for i in range(self.parts[index].params.n)],
+                                              False, delta.metrics)
+            whole = merged[index]
+            for c in delta.outputs:
+                whole.outputs[c.index].extend(c)
+            whole.finished, whole.num_cached_tokens = delta.finished, delta.num_cached_tokens
+        return [merged[i] for i in range(len(self.parts))]
+
+    async def respond(self, stream: bool, events: Callable[["Generation"], AsyncIterator],
+                      whole: Callable[[list[RequestOutput], Usage], object], done: bool = True):
+        """The HTTP answer: the whole body, or an SSE stream of `events(self)` that owns this
+        generation from then on (and closes it when it ends)."""
+        if stream:
+            return sse_response(events(self), close=self.close, done=done)
+        try:
+            return Response(whole(await self.collect(), self.usage()))
+        finally:
+            self.close()
+
+    def usage(self) -> Usage:
+        prompt = sum(self.prompt_tokens)
+        completion = sum(map(sum, self.output_tokens))
+        return Usage(prompt, completion, prompt + completion, PromptTokensDetails(sum(self.cached_tokens)))

@@ -1,0 +1,1 @@
+"""The wire formats: request bodies (strict msgspec Structs) and response objects."""

@@ -1,0 +1,75 @@
+"""Shapes shared by the OpenAI routes: usage, stream options, the model card."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class StreamOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None  # accepted: this server never pads its chunks
+
+
+class SamplingFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What completions and chat requests share."""
+
+    model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None  # only empty: not implemented
+    user: str | None = None
+    # beyond OpenAI, named as in vLLM
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    ignore_eos: bool | None = None
+
+
+class ResponseHead(msgspec.Struct, kw_only=True):
+    id: str
+    object: str
+    created: int
+    model: str
+
+
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int  # prompt tokens served from the prefix cache
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class InfillTokens(msgspec.Struct):
+    """Token ids of the infilling pieces, for editor plugins that build FIM prompts themselves."""
+
+    prefix: int
+    suffix: int
+    middle: int
+    eot: int
+
+
+class ModelCard(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str = "codellama-serve"
+    max_model_len: int  # the context window in tokens
+    vocab_size: int
+    capabilities: list[str]  # of completion, infilling, chat, python
+    infill_token_ids: InfillTokens | None
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelCard]
+    object: str = "list"

@@ -1,0 +1,121 @@
+"""POST /v1/completions: plain completion of one or many prompts, or infilling with `suffix`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+
+from inference import RequestOutput
+from inference.prompts import Prompt, completion_prompt, infill_prompt
+
+from ..body import StrictJSON
+from ..errors import APIError, bad_request
+from ..generation import Generation, Part
+from ..logprobs import completion_logprobs
+from ..protocol.common import Usage
+from ..protocol.completions import Completion, CompletionChoice, CompletionRequest
+from ..sampling import openai_sampling_params
+from ..state import ServerState
+
+
+def _prompt_items(prompt) -> list[str | list[int]]:
+    """A string, a list of strings, a list of token ids, or a list of lists of token ids -> the
+    prompts in order."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and all(isinstance(x, int) for x in prompt):
+        return [list(prompt)]
+    if prompt and (all(isinstance(x, str) for x in prompt) or all(isinstance(x, list) for x in prompt)):
+        return list(prompt)
+    raise APIError(400, "prompt must be a string, a list of strings, a list of token ids or a list of lists of "
+                        "token ids (not empty, not mixed)", param="prompt")
+
+
+def _prompts(serving: ServerState, req: CompletionRequest, items: list[str | list[int]]) -> list[Prompt]:
+    tok = serving.tokenizer
+    if req.suffix is None:
+        with bad_request("prompt"):
+            return [completion_prompt(tok, x) if isinstance(x, str) else Prompt(x) for x in items]
+    if not all(isinstance(x, str) for x in items):
+        raise APIError(400, "suffix (infilling) needs the prompt as text, not token ids", param="suffix")
+    with bad_request("suffix"):
+        serving.model_info.require("infilling")
+        return [infill_prompt(tok, x, req.suffix) for x in items]
+
+
+def _refuse_unsupported(req: CompletionRequest) -> None:
+    if req.best_of is not None and req.best_of != (req.n or 1):
+        raise APIError(400, "best_of is not supported (only best_of equal to n)", param="best_of")
+    if req.echo and req.suffix is not None:
+        raise APIError(400, "echo cannot be combined with suffix", param="echo")
+    if req.echo and req.logprobs is not None:
+        raise APIError(400, "echo with logprobs needs the prompt's logprobs, which this server does not compute",
+                       param="echo")
+
+
+class CompletionsController(Controller):
+    path = "/v1/completions"
+    tags = ["OpenAI"]
+
+    @post("/", dto=StrictJSON[CompletionRequest], return_dto=None, status_code=200,
+          summary="Complete prompts, or fill in the middle (suffix)",
+          description="OpenAI's (legacy) completions; `stream: true` answers with server-sent events.")
+    async def create_completion(self, data: JSONBody[CompletionRequest], request: Request,
+                                serving: NamedDependency[ServerState]) -> Response[Completion]:
+        serving.check_model(data.model)
+        _refuse_unsupported(data)
+        items = _prompt_items(data.prompt)
+        prompts = _prompts(serving, data, items)
+        params = openai_sampling_params(data, data.max_tokens, data.logprobs)
+        echo = [x if isinstance(x, str) else serving.tokenizer.decode(x) for x in items] if data.echo else None
+        answer = _Answer(serving, data, echo)
+        gen = serving.generate([Part(p, params) for p in prompts], request.receive)
+        return await gen.respond(bool(data.stream), answer.events, answer.whole)
+
+
+class _Answer:
+    """The response objects of one request, whole or chunk by chunk. Choice i*n + k is sample k of
+    prompt i, as in OpenAI's API."""
+
+    def __init__(self, serving: ServerState, req: CompletionRequest, echo: list[str] | None):
+        self.tok = serving.tokenizer
+        self.logprobs = req.logprobs is not None
+        self.include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        self.n = req.n or 1
+        self.echo = echo
+        self.id, self.created, self.model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), serving.model_id
+
+    def _completion(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
+        return Completion(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
+
+    def whole(self, outs: list[RequestOutput], usage: Usage) -> Completion:
+        choices = []
+        for p, out in enumerate(outs):
+            for c in out.outputs:
+                lp = completion_logprobs(self.tok, c.logprobs or [], 0)[0] if self.logprobs else None
+                text = self.echo[p] + c.text if self.echo else c.text
+                choices.append(CompletionChoice(p * self.n + c.index, text, lp, c.finish_reason))
+        return self._completion(choices, usage)
+
+    async def events(self, gen: Generation) -> AsyncIterator[Completion]:
+        offsets: dict[int, int] = {}  # per choice: where its next token starts in its text
+        echoed: set[int] = set()
+        async for p, out in gen:
+            for c in out.outputs:
+                i = p * self.n + c.index
+                text = c.text
+                if self.echo and i not in echoed:  # the echoed prompt leads the choice's first chunk
+                    text = self.echo[p] + text
+                    echoed.add(i)
+                lp = None
+                if self.logprobs:
+                    lp, offsets[i] = completion_logprobs(self.tok, c.logprobs or [], offsets.get(i, 0))
+                if text or lp is not None or c.finish_reason is not None:
+                    yield self._completion([CompletionChoice(i, text, lp, c.finish_reason)])
+        if self.include_usage:
+            yield self._completion([], gen.usage())

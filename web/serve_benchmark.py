@@ -1,0 +1,104 @@
+"""Load driver for a running server (`codellama bench serve`): N concurrent streaming clients, or
+Poisson arrivals at a request rate (still at most N in flight), each sending a random prompt of
+exactly `prompt_len` token ids to /v1/completions and reading `max_tokens` tokens back (greedy,
+ignore_eos). Reports time to first token (TTFT) and time per output token (TPOT, after the
+first) at p50 / p99, and output tokens per second over the whole run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+
+
+_TAIL = 16384  # bytes kept from the end of a stream: enough for the usage chunk
+
+
+@dataclass(slots=True)
+class _Result:
+    ttft: float
+    tpot: float | None
+    output_tokens: int
+
+
+async def _stream_one(client: httpx.AsyncClient, prompt: list[int], max_tokens: int) -> _Result:
+    """One streamed request. With hundreds of streams the driver must stay cheaper than the server,
+    so reads are only scanned for token chunks (timed) and the tail is parsed once at the end."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first = last = None
+    tail = b""
+    async with client.stream("POST", "/v1/completions", json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+        async for raw in r.aiter_raw():
+            if b'"choices":[{' in raw:  # token chunks; the usage chunk has "choices":[]
+                last = time.perf_counter()
+                first = first or last
+            tail = (tail + raw)[-_TAIL:]
+    events = [line[6:] for line in tail.decode(errors="replace").splitlines() if line.startswith("data: {")]
+    final = json.loads(events[-1]) if events else {}
+    if "error" in final:
+        raise RuntimeError(final["error"]["message"])
+    if first is None or "usage" not in final or final["choices"]:
+        raise RuntimeError("the stream ended without tokens or usage")
+    tokens = final["usage"]["completion_tokens"]
+    return _Result(first - start, (last - first) / (tokens - 1) if tokens > 1 else None, tokens)
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000, 3) if values else None
+
+
+async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, prompt_len: int, max_tokens: int,
+                              request_rate: float | None = None, api_key: str | None = None,
+                              seed: int = 0) -> dict:
+    if concurrency < 1 or num_requests < 1 or prompt_len < 1 or max_tokens < 1:
+        raise ValueError("concurrency, num_requests, prompt_len and max_tokens must be >= 1")
+    base = url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    rng = random.Random(seed)
+    results: list[_Result] = []
+    errors: list[str] = []
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=httpx.Timeout(30.0, read=None),
+                                 limits=limits) as client:
+        models = await client.get("/v1/models")
+        models.raise_for_status()
+        vocab = models.json()["data"][0]["vocab_size"]
+        # distinct random prompts (ids past the control pieces), so the prefix cache gives nothing away
+        prompts = [[rng.randrange(3, vocab) for _ in range(prompt_len)] for _ in range(num_requests)]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(prompt: list[int]) -> None:
+            async with gate:
+                try:
+                    results.append(await _stream_one(client, prompt, max_tokens))
+                except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as e:
+                    errors.append(f"{type(e).__name__}: {e}")
+
+        start = time.perf_counter()
+        tasks = []
+        for i, prompt in enumerate(prompts):
+            if request_rate and i:
+                await asyncio.sleep(rng.expovariate(request_rate))
+            tasks.append(asyncio.create_task(one(prompt)))
+        await asyncio.gather(*tasks)
+        duration = time.perf_counter() - start
+    ttfts = [r.ttft for r in results]
+    tpots = [r.tpot for r in results if r.tpot is not None]
+    output_tokens = sum(r.output_tokens for r in results)
+    return {
+        "requests": len(results), "errors": len(errors), "error_samples": errors[:5],
+        "concurrency": concurrency, "request_rate": request_rate, "prompt_len": prompt_len, "max_tokens": max_tokens,
+        "duration_s": round(duration, 3), "output_tokens": output_tokens,
+        "output_tok_per_s": round(output_tokens / duration, 2), "requests_per_s": round(len(results) / duration, 3),
+        "ttft_p50_ms": _ms(ttfts, 50), "ttft_p99_ms": _ms(ttfts, 99),
+        "tpot_p50_ms": _ms(tpots, 50), "tpot_p99_ms": _ms(tpots, 99),
+    }

@@ -1,0 +1,25 @@
+"""What `codellama serve` configures beyond the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    api_keys: tuple[str, ...] = ()  # empty: no key needed
+    max_queue: int = 256  # sequences that may wait beyond the engine's max_num_seqs; then 429
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
+    shutdown_grace: float = 10.0  # seconds in-flight requests may finish after SIGINT / SIGTERM
+    retry_after: int = 1  # seconds, the Retry-After of a 429
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.shutdown_grace < 0:
+            raise ValueError(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
+        if any(not k for k in self.api_keys):
+            raise ValueError("an API key must not be empty")

@@ -1,0 +1,70 @@
+"""What the routes share, built once per app and injected with `Provide`: the engine, admission
+control, accounting, the live generations, and the shutdown sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from litestar.types import Receive
+
+from inference import AsyncEngine
+
+from .accounting import Accounting
+from .admission import Admission
+from .errors import APIError
+from .generation import Generation, Part
+from .protocol.common import InfillTokens, ModelCard
+from .settings import ServerSettings
+
+
+class ServerState:
+    def __init__(self, engine: AsyncEngine, settings: ServerSettings):
+        self.engine = engine
+        self.settings = settings
+        core = engine.engine
+        self.tokenizer = core.tokenizer
+        self.model_info = core.model_info
+        self.model_id = core.model_info.name
+        self.created = int(time.time())
+        self.admission = Admission(core.config.max_num_seqs, settings.max_queue, settings.retry_after)
+        self.accounting = Accounting()
+        self.generations: set[Generation] = set()
+        self._shutdown_timer: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def stop(self) -> None:
+        if self._shutdown_timer is not None:
+            self._shutdown_timer.cancel()
+        self.end_all()
+        await self.engine.stop()
+
+    def begin_shutdown(self) -> None:
+        """Admit nothing new (503); in-flight requests get `shutdown_grace` seconds to finish, then
+        end with a 503 error (an error event and [DONE] for a stream). Call on the event loop."""
+        if self.admission.closed:
+            return
+        self.admission.closed = True
+        self._shutdown_timer = asyncio.get_running_loop().call_later(self.settings.shutdown_grace, self.end_all)
+
+    def end_all(self) -> None:
+        for gen in list(self.generations):
+            gen.end(APIError(503, "the server is shutting down", code="shutting_down"))
+
+    def check_model(self, requested: str | None) -> None:
+        if requested is not None and requested != self.model_id:
+            raise APIError(404, f"The model `{requested}` does not exist; this server serves `{self.model_id}`.",
+                           param="model", code="model_not_found")
+
+    def generate(self, parts: list[Part], receive: Receive | None) -> Generation:
+        return Generation(self, parts, receive)
+
+    def model_card(self) -> ModelCard:
+        tok = self.tokenizer
+        infill = InfillTokens(*(tok.infill_id(k) for k in ("prefix", "suffix", "middle", "eot"))) \
+            if tok.can_infill else None
+        return ModelCard(id=self.model_id, created=self.created, max_model_len=self.engine.engine.config.max_model_len,
+                         vocab_size=tok.vocab_size, capabilities=list(self.model_info.capabilities),
+                         infill_token_ids=infill)
