@@ -7,18 +7,21 @@ or `exit` alone on the first line are commands. Piped input may end without `!!`
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ..model_info import ABILITIES
 from ..prompts import DEFAULT_SYSTEM
 from .line_reader import LineReader
 from .options import (add_engine_options, add_model_identity_options, add_sampling_options, engine_kwargs,
                       sampling_kwargs)
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 END_OF_INPUT = "!!"
 COMMANDS = ("exit", "reset")
@@ -97,7 +100,7 @@ def _read_input(reader: LineReader, interactive: bool) -> str | None:
         lines.append(line)
 
 
-def _answer(session, text: str) -> None:
+def _answer(session: Session, text: str) -> None:
     def write(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()

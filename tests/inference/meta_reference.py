@@ -42,8 +42,8 @@ def infilling_prompt_tokens(tok: MetaTokenizer, pre: str, suf: str, suffix_first
 def chat_completion_tokens(tok: MetaTokenizer, dialog: list[dict]) -> list[int]:
     """The prompt `Llama.chat_completion` builds for one dialog (tokenizer without <step>)."""
     if dialog[0]["role"] == "system":
-        dialog = [{"role": dialog[1]["role"],
-                   "content": "<<SYS>>\n" + dialog[0]["content"] + "\n<</SYS>>\n\n" + dialog[1]["content"]}] + dialog[2:]
+        system = "<<SYS>>\n" + dialog[0]["content"] + "\n<</SYS>>\n\n"
+        dialog = [{"role": dialog[1]["role"], "content": system + dialog[1]["content"]}] + dialog[2:]
     tokens: list[int] = []
     for prompt, answer in zip(dialog[::2], dialog[1::2]):
         tokens += tok.encode(f"[INST] {prompt['content'].strip()} [/INST] {answer['content'].strip()} ",
