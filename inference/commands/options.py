@@ -4,6 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from ..model_info import parse_capabilities
+
+
+def add_model_identity_options(parser: argparse.ArgumentParser) -> None:
+    """Which Code Llama a checkpoint is, for a directory whose workspace metadata does not say
+    (pass them to LLMEngine as model_name= and capabilities=)."""
+    parser.add_argument("--model-name", help="which Code Llama this is, e.g. CodeLlama-7b-Instruct-hf "
+                                             "(sets the variant, size and abilities)")
+    parser.add_argument("--capabilities", nargs="+", action=_CapabilitiesAction, metavar="ABILITY",
+                        help="abilities instead of the model's own (fine-tuned models): completion, "
+                             "infilling, chat, python, separated by spaces or commas")
+
+
+class _CapabilitiesAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            setattr(namespace, self.dest, parse_capabilities(",".join(values)))
+        except ValueError as e:
+            parser.error(f"{option_string}: {e}")
+
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("engine")
