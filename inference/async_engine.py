@@ -41,7 +41,8 @@ class AsyncEngine:
             self._thread.start()
 
     async def stop(self) -> None:
-        """Stop stepping; requests still unfinished end with an error and free their blocks."""
+        """Stop stepping; requests still unfinished end with an error and free their blocks.
+        The engine's other tensor-parallel ranks, if any, are stopped too."""
         if self._thread is not None:
             self._stopping = True
             self._wake.set()
@@ -52,6 +53,7 @@ class AsyncEngine:
         for request_id in unfinished:
             self.engine.abort(request_id)
         self._fail(list(self._queues), RuntimeError("the engine stopped"))
+        self.engine.shutdown()
 
     async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams,
                        continues_prompt: bool = True) -> AsyncIterator[RequestOutput]:

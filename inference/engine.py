@@ -76,7 +76,8 @@ class LLMEngine:
                  max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
                  max_model_len: int | None = None, enforce_eager: bool = False,
                  kv_cache_memory_fraction: float = 0.9, model_name: str | None = None,
-                 capabilities: list[str] | None = None, load_format: str = "auto"):
+                 capabilities: list[str] | None = None, load_format: str = "auto",
+                 tensor_parallel_size: int = 1):
         self.model_dir = resolve_model_dir(model)
         self.model_config = ModelConfig.from_dir(self.model_dir)
         self.model_info = load_model_info(self.model_dir, model_name, capabilities)
@@ -95,8 +96,16 @@ class LLMEngine:
             max_model_len=max_model_len or window, enable_prefix_caching=enable_prefix_caching,
             num_kv_blocks=num_kv_blocks, enforce_eager=enforce_eager,
             kv_cache_memory_fraction=kv_cache_memory_fraction)
-        self.runner = ModelRunner(self.model_config, self.config, self.model_dir, self.dtype, self.device,
-                                  self.tokenizer.vocab_size, load_format=load_format)
+        if tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
+        if tensor_parallel_size == 1:
+            self.runner = ModelRunner(self.model_config, self.config, self.model_dir, self.dtype, self.device,
+                                      self.tokenizer.vocab_size, load_format=load_format)
+        else:
+            from .tensor_parallel import TensorParallelRunner
+            self.runner = TensorParallelRunner(self.model_config, self.config, self.model_dir, self.dtype,
+                                               self.device, self.tokenizer.vocab_size, tensor_parallel_size,
+                                               load_format)
         self.blocks = BlockManager(self.runner.num_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(self.config, self.blocks, self.tokenizer.eos_id)
         self.requests: dict[str, RequestState] = {}
@@ -163,6 +172,10 @@ class LLMEngine:
         """Stop a request now and free its blocks."""
         self.scheduler.abort(request_id)
         self.requests.pop(request_id, None)
+
+    def shutdown(self) -> None:
+        """Stop the other tensor-parallel ranks' processes, if any."""
+        self.runner.shutdown()
 
     @property
     def has_unfinished(self) -> bool:

@@ -37,12 +37,14 @@ class LLM:
                  num_kv_blocks: int | None = None, max_num_seqs: int = 256,
                  max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
                  max_model_len: int | None = None, enforce_eager: bool = False,
-                 model_name: str | None = None, capabilities: list[str] | None = None):
+                 model_name: str | None = None, capabilities: list[str] | None = None,
+                 tensor_parallel_size: int = 1):
         self.engine = LLMEngine(model, dtype=dtype, device=device, block_size=block_size,
                                 num_kv_blocks=num_kv_blocks, max_num_seqs=max_num_seqs,
                                 max_num_batched_tokens=max_num_batched_tokens,
                                 enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len,
-                                enforce_eager=enforce_eager, model_name=model_name, capabilities=capabilities)
+                                enforce_eager=enforce_eager, model_name=model_name, capabilities=capabilities,
+                                tensor_parallel_size=tensor_parallel_size)
         self.tokenizer = self.engine.tokenizer
         self._next_id = 0
 

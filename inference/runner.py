@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 import kernels
 
@@ -86,6 +87,9 @@ class ModelRunner:
                                        self.num_sms)
         self._last_sampled: torch.Tensor | None = None  # tokens of the last launched step, on the GPU
 
+    def shutdown(self) -> None:
+        """Nothing runs beside a single-device runner (see TensorParallelRunner)."""
+
     @property
     def block_bytes(self) -> int:
         cfg = self.model_config
@@ -101,6 +105,10 @@ class ModelRunner:
         else:
             budget = cfg.kv_cache_gib * (1 << 30)
         blocks = int(budget // self.block_bytes)
+        if self.model.tp.size > 1:  # every rank must have the same pool: the smallest
+            agreed = torch.tensor([blocks], device=self.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=self.model.tp.group)
+            blocks = int(agreed.item())
         if blocks < 1:
             raise ValueError("no memory left for the KV cache after loading the weights")
         return blocks
@@ -151,14 +159,19 @@ class ModelRunner:
         """Run the model over the batch: the raw logits [S, vocab] of the S sequences that sample,
         and their indices in the batch."""
         inputs = self.prepare(batch)
+        return self.run(inputs), inputs.sample_seqs
+
+    @torch.inference_mode()
+    def run(self, inputs: StepInputs) -> torch.Tensor:
+        """The model over prepared inputs (from a CUDA graph for a decode step); the logits of
+        the sampling rows."""
         meta = inputs.meta
-        if (self.graphs is not None and meta.num_decodes == len(batch)
-                and self.graphs.bucket(len(batch)) is not None):
-            logits = self.graphs.run(inputs.input_ids, inputs.positions, meta.slot_mapping, meta.context_lens,
-                                     meta.block_tables)
-            return logits, inputs.sample_seqs
+        if (self.graphs is not None and meta.num_decodes == meta.context_lens.shape[0]
+                and self.graphs.bucket(meta.num_decodes) is not None):
+            return self.graphs.run(inputs.input_ids, inputs.positions, meta.slot_mapping, meta.context_lens,
+                                   meta.block_tables)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_cache, meta)
-        return self.model.compute_logits(hidden[inputs.sample_rows]), inputs.sample_seqs
+        return self.model.compute_logits(hidden[inputs.sample_rows])
 
     @torch.inference_mode()
     def launch(self, batch: Batch) -> LaunchedStep:

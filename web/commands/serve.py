@@ -45,14 +45,6 @@ def _pick(name: str, positional, option, default):
     return positional if positional is not None else option if option is not None else default
 
 
-def tensor_parallel_kwargs(tp: int) -> dict:
-    """LLMEngine keywords for --tp. Until the engine takes `tensor_parallel_size`, only 1 works
-    (then: return {"tensor_parallel_size": tp})."""
-    if tp == 1:
-        return {}
-    raise ValueError(f"--tp {tp}: tensor parallelism is not in the engine yet; use --tp 1")
-
-
 def run(args: argparse.Namespace) -> int:
     host = _pick("host", args.host_arg, args.host, DEFAULT_HOST)
     port = _pick("port", args.port_arg, args.port, DEFAULT_PORT)
@@ -64,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(api_keys=tuple(args.api_keys), max_queue=args.max_queue,
                               cors_origins=tuple(args.cors_origins), shutdown_grace=args.shutdown_grace)
     engine = LLMEngine(args.workspace, model_name=args.model_name, capabilities=args.capabilities,
-                       **engine_kwargs(args), **tensor_parallel_kwargs(args.tp))
+                       tensor_parallel_size=args.tp, **engine_kwargs(args))
     return serve(create_app(engine, settings), host, port)

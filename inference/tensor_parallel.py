@@ -1,0 +1,127 @@
+"""Tensor parallelism over processes: one per GPU (or CPU processes over gloo, for tests).
+
+    engine process (rank 0)                      worker process (rank r)
+    schedule -> prepare inputs                   wait for a header
+    broadcast header + inputs         ------->   receive inputs
+    run its shard of the model   <== all-reduce in every row-parallel layer ==>   run its shard
+    sample from the logits                       (its logits are not used)
+
+Every rank holds the shard of the weights and of the KV cache for its heads; the embedding and
+the LM head are replicated, so rank 0 samples alone and the sampled tokens never travel. Inputs
+travel by broadcast on the device, so tokens still pending on rank 0's GPU reach the workers
+without a round trip through the host.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from .attention import AttentionMetadata
+from .config import EngineConfig, ModelConfig
+from .model import TensorParallel
+from .runner import ModelRunner, StepInputs
+from .scheduler import Batch
+
+_STEP, _STOP = 0, 1
+_HEADER = 9  # kind, tokens, seqs, table width, sampling rows, max query len, max context len, decodes, splits
+
+
+def _join_group(rank: int, world: int, port: int, device: torch.device) -> TensorParallel:
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=world, timeout=timedelta(minutes=10))
+    return TensorParallel(rank, world, dist.group.WORLD)
+
+
+def _rank_device(device: torch.device, rank: int) -> torch.device:
+    return torch.device("cuda", (device.index or 0) + rank) if device.type == "cuda" else device
+
+
+def _send(inputs: StepInputs, device: torch.device) -> None:
+    meta = inputs.meta
+    b, width = meta.block_tables.shape
+    header = torch.tensor([_STEP, inputs.input_ids.shape[0], b, width, inputs.sample_rows.shape[0],
+                           meta.max_query_len, meta.max_context_len, meta.num_decodes, meta.decode_splits],
+                          dtype=torch.int64, device=device)
+    dist.broadcast(header, 0)
+    dist.broadcast(torch.cat([inputs.input_ids, inputs.positions, meta.slot_mapping, inputs.sample_rows]), 0)
+    dist.broadcast(torch.cat([meta.cu_seqlens_q, meta.context_lens, meta.block_tables.flatten()]), 0)
+
+
+def _receive(device: torch.device) -> StepInputs | None:
+    header = torch.empty(_HEADER, dtype=torch.int64, device=device)
+    dist.broadcast(header, 0)
+    kind, t, b, width, s, max_q, max_ctx, decodes, splits = header.tolist()
+    if kind == _STOP:
+        return None
+    longs = torch.empty(3 * t + s, dtype=torch.int64, device=device)
+    ints = torch.empty(2 * b + 1 + b * width, dtype=torch.int32, device=device)
+    dist.broadcast(longs, 0)
+    dist.broadcast(ints, 0)
+    ids, positions, slots, rows = longs.split([t, t, t, s])
+    cu, ctx, tables = ints.split([b + 1, b, b * width])
+    meta = AttentionMetadata(cu, ctx, tables.view(b, width), slots, max_q, max_ctx, decodes, splits)
+    return StepInputs(ids, positions, meta, rows, [])
+
+
+def _worker(rank: int, world: int, port: int, args: tuple) -> None:
+    model_config, engine_config, model_dir, dtype, device, sample_vocab, load_format = args
+    device = _rank_device(device, rank)
+    tp = _join_group(rank, world, port, device)
+    runner = ModelRunner(model_config, engine_config, model_dir, dtype, device, sample_vocab, tp, load_format)
+    while (inputs := _receive(device)) is not None:
+        runner.run(inputs)
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TensorParallelRunner(ModelRunner):
+    """Rank 0's runner: the ModelRunner of the first shard, which also starts the other ranks'
+    processes and sends them each step's inputs."""
+
+    def __init__(self, model_config: ModelConfig, engine_config: EngineConfig, model_dir, dtype: torch.dtype,
+                 device: torch.device, sample_vocab_size: int, world: int, load_format: str = "auto"):
+        if device.type == "cuda" and (device.index or 0) + world > torch.cuda.device_count():
+            raise ValueError(f"tensor parallelism over {world} GPUs needs {world} GPUs from {device}; "
+                             f"this machine has {torch.cuda.device_count()}")
+        check = TensorParallel(0, world)  # refuse an impossible split before starting any process
+        check.shard(model_config.num_heads, "num_attention_heads")
+        check.shard(model_config.num_kv_heads, "num_key_value_heads")
+        check.shard(model_config.intermediate_size, "intermediate_size")
+        port = _free_port()
+        args = (model_config, engine_config, model_dir, dtype, device, sample_vocab_size, load_format)
+        ctx = mp.get_context("spawn")
+        self._workers = [ctx.Process(target=_worker, args=(r, world, port, args), daemon=True)
+                         for r in range(1, world)]
+        for w in self._workers:
+            w.start()
+        tp = _join_group(0, world, port, device)
+        super().__init__(model_config, engine_config, model_dir, dtype, device, sample_vocab_size, tp, load_format)
+
+    @torch.inference_mode()
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, list[int]]:
+        inputs = self.prepare(batch)
+        _send(inputs, self.device)
+        return self.run(inputs), inputs.sample_seqs
+
+    def shutdown(self) -> None:
+        if not self._workers:
+            return
+        header = torch.zeros(_HEADER, dtype=torch.int64, device=self.device)
+        header[0] = _STOP
+        dist.broadcast(header, 0)
+        for w in self._workers:
+            w.join(timeout=60)
+        self._workers = []
+        dist.destroy_process_group()
