@@ -14,6 +14,7 @@ from inference import LLMEngine
 from inference.prompts import chat_prompt
 from inference.tokenizer import Tokenizer
 from tests.models import OWN_TOKENIZER, chain, scripted_llama, tiny_llama
+from tests.web.page_script import PageScript, make_page_script
 from web.app import create_app
 from web.server import make_server
 from web.settings import ServerSettings
@@ -104,6 +105,18 @@ def make_script() -> tuple[Script, dict[int, int]]:
 def script_model(tmp_path_factory) -> tuple[Script, Path]:
     script, successor = make_script()
     return script, scripted_llama(tmp_path_factory.mktemp("scripted") / "scripted-codellama", successor)
+
+
+@pytest.fixture(scope="session")
+def page_model(tmp_path_factory) -> tuple[PageScript, Path]:
+    script, successor = make_page_script()
+    return script, scripted_llama(tmp_path_factory.mktemp("page-scripted") / "page-codellama", successor)
+
+
+def page_engine(model_dir: Path, **kwargs) -> LLMEngine:
+    """An engine over the pages' scripted model, with all its abilities declared."""
+    return LLMEngine(model_dir, num_kv_blocks=kwargs.pop("num_kv_blocks", 128), max_model_len=1024,
+                     capabilities=["completion", "infilling", "chat"], **kwargs)
 
 
 @pytest.fixture(scope="session")
