@@ -12,7 +12,8 @@ ServerState, the History and the PageStreams with `Provide`."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+import asyncio
+from contextlib import asynccontextmanager, suppress
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
@@ -83,11 +84,13 @@ def create_app(engine: LLMEngine | AsyncEngine, settings: ServerSettings | None 
     @asynccontextmanager
     async def run_engine(_: Litestar):
         await serving.start()
-        history.start()
+        sampling = asyncio.create_task(history.run(), name="admin-history")
         try:
             yield
         finally:
-            await history.stop()
+            sampling.cancel()
+            with suppress(asyncio.CancelledError):
+                await sampling
             await serving.stop()
 
     guards = [api_key_guard(settings.api_keys)] if settings.api_keys else []

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
+from itertools import pairwise
 
 from inference import LLMEngine
 
@@ -30,13 +31,19 @@ class Rates:
     prompt: float
     generation: float
 
+    @classmethod
+    def between(cls, a: Sample, b: Sample) -> Rates | None:
+        dt = b.time - a.time
+        if dt <= 0:
+            return None
+        return cls(b.time, (b.prompt_tokens - a.prompt_tokens) / dt, (b.generation_tokens - a.generation_tokens) / dt)
+
 
 class History:
     def __init__(self, engine: LLMEngine, interval: float = 1.0, seconds: float = 300.0):
         self.engine = engine
         self.interval = interval
         self.samples: deque[Sample] = deque(maxlen=int(seconds / interval) + 1)
-        self._task: asyncio.Task | None = None
 
     def sample_now(self) -> Sample:
         """A sample of this moment (not kept)."""
@@ -48,12 +55,8 @@ class History:
         self.samples.append(self.sample_now())
 
     def rates(self) -> list[Rates]:
-        out = []
-        for a, b in zip(self.samples, list(self.samples)[1:]):
-            dt = b.time - a.time
-            out.append(Rates(b.time, (b.prompt_tokens - a.prompt_tokens) / dt,
-                             (b.generation_tokens - a.generation_tokens) / dt))
-        return out
+        """Between each two consecutive samples."""
+        return [r for a, b in pairwise(self.samples) if (r := Rates.between(a, b)) is not None]
 
     def recent_rates(self, seconds: float = 10.0) -> Rates | None:
         """Average tokens per second over about the last `seconds`, from the samples and now."""
@@ -61,26 +64,10 @@ class History:
             return None
         now = self.sample_now()
         first = next((s for s in self.samples if now.time - s.time <= seconds), self.samples[-1])
-        dt = now.time - first.time
-        if dt <= 0:
-            return None
-        return Rates(now.time, (now.prompt_tokens - first.prompt_tokens) / dt,
-                     (now.generation_tokens - first.generation_tokens) / dt)
+        return Rates.between(first, now)
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Sample every `interval` seconds until cancelled (the app's lifespan runs it)."""
         while True:
             self.sample()
             await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="admin-history")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None

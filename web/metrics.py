@@ -22,28 +22,22 @@ class ServerCollector(Collector):
         serving = self._serving
         core = serving.engine.engine
         blocks, scheduler, stats = core.blocks, core.scheduler, core.stats
-        yield GaugeMetricFamily("codellama:num_requests_running", "Sequences in the running batch",
-                                value=len(scheduler.running))
-        yield GaugeMetricFamily("codellama:num_requests_waiting", "Sequences waiting to be scheduled",
-                                value=len(scheduler.waiting))
-        yield GaugeMetricFamily("codellama:kv_cache_usage_perc", "KV-cache usage; 1 means 100 percent",
-                                value=blocks.usage)
-        yield GaugeMetricFamily("codellama:kv_cache_blocks_total", "KV-cache blocks in the pool",
-                                value=blocks.num_blocks)
-        yield CounterMetricFamily("codellama:prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
-                                  value=blocks.prefix_queries)
-        yield CounterMetricFamily("codellama:prefix_cache_hits", "Prompt tokens found in the prefix cache",
-                                  value=blocks.prefix_hits)
-        yield CounterMetricFamily("codellama:num_preemptions", "Sequences preempted to free KV blocks",
-                                  value=scheduler.num_preemptions)
-        yield CounterMetricFamily("codellama:prompt_tokens", "Prompt tokens computed (prefix-cache hits excluded)",
-                                  value=stats.prompt_tokens)
-        yield CounterMetricFamily("codellama:generation_tokens", "Tokens generated", value=stats.generation_tokens)
-        yield GaugeMetricFamily("codellama:num_sequences_admitted",
-                                "Sequences admitted (running or queued); more than the capacity get 429",
-                                value=serving.admission.in_flight)
-        yield GaugeMetricFamily("codellama:admission_capacity", "Sequences that may be admitted at once",
-                                value=serving.admission.capacity)
+        gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        for family, name, documentation, value in (
+            (gauge, "num_requests_running", "Sequences in the running batch", len(scheduler.running)),
+            (gauge, "num_requests_waiting", "Sequences waiting to be scheduled", len(scheduler.waiting)),
+            (gauge, "kv_cache_usage_perc", "KV-cache usage; 1 means 100 percent", blocks.usage),
+            (gauge, "kv_cache_blocks_total", "KV-cache blocks in the pool", blocks.num_blocks),
+            (counter, "prefix_cache_queries", "Prompt tokens looked up in the prefix cache", blocks.prefix_queries),
+            (counter, "prefix_cache_hits", "Prompt tokens found in the prefix cache", blocks.prefix_hits),
+            (counter, "num_preemptions", "Sequences preempted to free KV blocks", scheduler.num_preemptions),
+            (counter, "prompt_tokens", "Prompt tokens computed (prefix-cache hits excluded)", stats.prompt_tokens),
+            (counter, "generation_tokens", "Tokens generated", stats.generation_tokens),
+            (gauge, "num_sequences_admitted", "Sequences admitted (running or queued); past the capacity, 429",
+             serving.admission.in_flight),
+            (gauge, "admission_capacity", "Sequences that may be admitted at once", serving.admission.capacity),
+        ):
+            yield family(f"codellama:{name}", documentation, value=value)
         accounting = serving.accounting
         yield _labelled("codellama:http_requests", "HTTP responses by route and status", ["method", "route", "status"],
                         accounting.responses)

@@ -11,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.web.conftest import page_engine
 from web.app import create_app
+from web.history import History, Rates, Sample
+from web.pages.charts import line_chart, nice_ceiling
 
 ENGINE_METRICS = {
     "codellama:num_requests_running": "gauge", "codellama:num_requests_waiting": "gauge",
@@ -125,3 +127,14 @@ def test_the_history_ring_buffer_feeds_the_charts(client):
     last = history.samples[-1]
     engine = client.app.state.serving.engine.engine
     assert (last.generation_tokens, last.prompt_tokens) == (engine.stats.generation_tokens, engine.stats.prompt_tokens)
+
+
+def test_rates_and_chart_points_follow_the_samples(client):
+    history = History(client.app.state.serving.engine.engine)
+    for t, prompt, generated in ((100.0, 0, 0), (101.0, 50, 10), (103.0, 50, 30)):
+        history.samples.append(Sample(t, 1, 0, 0.25, prompt, generated))
+    assert history.rates() == [Rates(101.0, 50.0, 10.0), Rates(103.0, 0.0, 10.0)]
+    chart = line_chart("t", "", [("g", "c1", [(r.time, r.generation) for r in history.rates()])], now=103.0,
+                       span_seconds=300.0)
+    assert chart.top == 10 and chart.lines[0].points == "298.0,0.0 300.0,0.0" and chart.lines[0].last == 10.0
+    assert [nice_ceiling(v) for v in (0, 0.3, 1, 7, 10, 11, 2500)] == [1, 0.5, 1, 10, 10, 20, 5000]

@@ -15,6 +15,7 @@ from tests.web.conftest import page_engine, pool_full, wait_for
 from tests.web.page_script import COMPLETION_PROMPT
 from tests.web.sse_events import parse_events
 from web.app import create_app
+from web.pages.render import Segment, segments, verbatim
 from web.server import banner
 from web.settings import ServerSettings
 
@@ -193,3 +194,11 @@ def test_reset_empties_the_conversation_and_enables_send(client):
     assert r.status_code == 200
     assert re.sub(r'<(button|p) id="[^"]+"[^>]*hx-swap-oob="true"[^>]*>.*?</\1>', "", r.text, flags=re.S).strip() == ""
     assert '<button id="chat-send" type="submit" hx-swap-oob="true">Send</button>' in r.text
+
+
+def test_answers_split_into_prose_and_code_blocks_and_show_verbatim():
+    assert segments("Try:\n```python\nx = 1\n```\nor ```\ny``` then ```sh\nls") == [
+        Segment("Try:\n"), Segment("x = 1", True, "python"), Segment("\nor "), Segment("y", True),
+        Segment(" then "), Segment("ls", True, "sh")]  # the last fence is unclosed: an answer cut short
+    assert segments("a ``` b") == [Segment("a "), Segment(" b", True)]
+    assert verbatim('<a href="x">\r\n') == "&lt;a href=&#34;x&#34;&gt;&#13;&#10;"
