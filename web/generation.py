@@ -4,8 +4,8 @@ of (prompt index, output delta), and ended exactly once, however the request end
     route -> Generation -> AsyncEngine.generate (one pump task per prompt) -> queue -> SSE / JSON
 
 It holds the request's admission slots, watches for the client going away, and can be ended
-from outside (shutdown, a page's Stop button). Ending it cancels the pump tasks, which leaves `AsyncEngine.generate`
-and so aborts the engine requests before the engine's next step."""
+from outside (shutdown, a page's Stop button). Ending it cancels the pump tasks, which leaves
+`AsyncEngine.generate` and so aborts the engine requests before the engine's next step."""
 
 from __future__ import annotations
 

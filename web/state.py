@@ -7,7 +7,6 @@ import asyncio
 import time
 
 from litestar.types import Receive
-
 from prometheus_client import CollectorRegistry
 
 from inference import AsyncEngine

@@ -64,8 +64,10 @@ def test_metrics_move_after_a_request(client, page_model):
         return value(after, name, suffix, **labels) - value(before, name, suffix, **labels)
 
     usage = r.json()["usage"]
-    assert moved("codellama:generation_tokens", "_total") == usage["completion_tokens"] == len(script.completion_ids) + 1
-    assert moved("codellama:prompt_tokens", "_total") == usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    assert moved("codellama:generation_tokens", "_total") == usage["completion_tokens"]
+    assert usage["completion_tokens"] == len(script.completion_ids) + 1  # and EOS
+    assert moved("codellama:prompt_tokens", "_total") == usage["prompt_tokens"] - cached
     assert moved("codellama:prefix_cache_queries", "_total") == usage["prompt_tokens"]
     assert moved("codellama:time_to_first_token_seconds", "_count") == 1
     assert moved("codellama:e2e_request_latency_seconds", "_count") == 1

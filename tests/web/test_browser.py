@@ -111,8 +111,8 @@ def test_a_chat_answer_streams_in_token_by_token_and_stays_text(browser, server,
     assert box.get_attribute("value") == "" and browser.find_element(By.ID, "chat-send").is_enabled()
     browser.save_screenshot(str(ARTIFACTS / "pages-chat.png"))
 
-    browser.execute_cdp_cmd("Browser.grantPermissions", {"origin": server.url,
-                                                         "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
+    browser.execute_cdp_cmd("Browser.grantPermissions", {
+        "origin": server.url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
     browser.find_element(By.CSS_SELECTOR, ".answer button[data-copy]").click()
     until(browser, lambda: browser.find_element(By.CSS_SELECTOR, ".answer button[data-copy]").text == "Copied")
     assert browser.execute_async_script("navigator.clipboard.readText().then(arguments[0])") == code
@@ -185,7 +185,8 @@ def test_admin_numbers_change_after_a_request(browser, server, page_model):
 
 def test_a_narrow_dark_window_fits_without_sideways_scrolling(browser, server):
     browser.set_window_size(390, 844)
-    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
     try:
         browser.get(server.url + "/")
         background = js(browser, "return getComputedStyle(document.body).backgroundColor")

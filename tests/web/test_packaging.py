@@ -25,7 +25,8 @@ def test_the_wheel_carries_the_templates_static_files_and_every_module(tmp_path)
                    cwd=copy, check=True, capture_output=True)
     wheel = zipfile.ZipFile(next(out.glob("*.whl")))
     names = set(wheel.namelist())
-    expected = {str(p.relative_to(copy)) for package in ("inference", "kernels", "web") for p in (copy / package).rglob("*.py")}
+    expected = {str(p.relative_to(copy)) for package in ("inference", "kernels", "web")
+                for p in (copy / package).rglob("*.py")}
     expected |= {"web/" + str(p.relative_to(copy)) for folder in ("templates", "static")
                  for p in (copy / folder).rglob("*") if p.is_file()}
     assert expected - names == set()

@@ -35,8 +35,8 @@ def test_without_a_key_browsers_are_sent_to_the_login_page(client):
     for path in ("/metrics", "/playground/stream/abc", "/admin/live"):
         r = client.get(path)
         assert r.status_code == 401 and r.json()["error"]["code"] == "login_required"
-    r = client.post("/playground/chat", data={"message": "hi"}, headers={"hx-request": "true",
-                                                                         "hx-current-url": "http://testserver.local/?x=1"})
+    page = "http://testserver.local/?x=1"
+    r = client.post("/playground/chat", data={"message": "hi"}, headers={"hx-request": "true", "hx-current-url": page})
     assert r.status_code == 401 and r.headers["hx-redirect"] == "/login?next=%2F%3Fx%3D1&need=user"
     assert client.app.state.serving.accounting.requests["chat"] == 0
 

@@ -54,7 +54,8 @@ def test_the_page_offers_the_model_abilities_with_local_assets(client, app):
         re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text))
     assert "http://" not in page.text and "https://" not in page.text  # no CDN
     assert "script-src 'self'" in page.headers["content-security-policy"]
-    for asset, marker in (("htmx.min.js", "htmx"), ("sse.js", "defineExtension('sse'"), ("app.css", "prefers-color-scheme")):
+    for asset, marker in (("htmx.min.js", "htmx"), ("sse.js", "defineExtension('sse'"),
+                          ("app.css", "prefers-color-scheme"), ("favicon.svg", "<svg")):
         r = client.get(f"/static/{asset}")
         assert r.status_code == 200 and marker in r.text
     assert "pages  http://x/  (playground); http://x/admin" in banner(app, "http://x")

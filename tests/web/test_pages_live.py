@@ -77,17 +77,21 @@ def test_a_browser_that_goes_away_has_its_answer_aborted(server):
 def test_shutdown_ends_a_page_stream_with_a_message(page_model):
     server = LiveServer(page_engine(page_model[1]), ServerSettings(shutdown_grace=0.2)).start()
     events: list[tuple[str, str]] = []
+    streaming = threading.Event()
     with httpx.Client(base_url=server.url, timeout=30) as http:
         key = start_chat(http)
 
         def read() -> None:
             with httpx.Client(base_url=server.url, timeout=30) as reader, \
                     reader.stream("GET", f"/playground/stream/{key}") as stream:
-                events.extend(read_events(stream.iter_lines()))
+                lines = stream.iter_lines()
+                events.extend(read_events(lines, count=1))
+                streaming.set()
+                events.extend(read_events(lines))
 
         thread = threading.Thread(target=read)
         thread.start()
-        assert wait_for(lambda: server.engine.requests)
+        assert streaming.wait(timeout=30)
         server.stop()
         thread.join(timeout=30)
     assert events[-1][0] == "done" and "the server is shutting down" in events[-1][1]

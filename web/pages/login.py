@@ -16,7 +16,8 @@ class LoginController(Controller):
     include_in_schema = False
 
     @get("/login", sync_to_thread=False)
-    def form(self, next_path: Annotated[str, QueryParameter(name="next")] = "/", need: FromQuery[str] = USER) -> Template:
+    def form(self, next_path: Annotated[str, QueryParameter(name="next")] = "/",
+             need: FromQuery[str] = USER) -> Template:
         return Template(template_name="login.html", context={"next": safe_next(next_path), "need": need})
 
     @post("/login")

@@ -42,6 +42,7 @@ class Tab:
 
 
 TABS = (("chat", "Chat", "chat"), ("infill", "Infill", "infilling"), ("complete", "Complete", "completion"))
+ABILITY = {key: ability for key, _, ability in TABS}
 
 
 def _tabs(serving: ServerState) -> list[Tab]:
@@ -117,14 +118,15 @@ class PlaygroundController(Controller):
                         context={"tabs": tabs, "selected": first, "system": DEFAULT_SYSTEM, "defaults": DEFAULTS,
                                  "model": serving.model_info})
 
-    async def _start(self, request: Request, serving: ServerState, streams: PageStreams, kind: str,
-                     ability: str, build) -> Response:
+    async def _start(self, request: Request, serving: ServerState, streams: PageStreams, kind: str, build) -> Response:
+        """Start the answer of a tab's form: `build(form)` gives the prompt, the text shown before
+        and after the answer, and the start fragment's context."""
         form = await request.form()
         try:
             with bad_request():
-                serving.model_info.require(ability)
+                serving.model_info.require(ABILITY[kind])
             prompt, before, after, context = build(form)
-            generation = serving.generate([Part(prompt, _params(form))], None, ability)
+            generation = serving.generate([Part(prompt, _params(form))], None, ABILITY[kind])
         except APIError as e:
             return _error(e, f"{kind}-status")
         streams.add(PageAnswer(generation, kind, before, after))
@@ -139,7 +141,7 @@ class PlaygroundController(Controller):
                 prompt = chat_prompt(serving.tokenizer, _chat_messages(form))
             return prompt, "", "", {"message": _field(form, "message")}
 
-        return await self._start(request, serving, streams, "chat", "chat", build)
+        return await self._start(request, serving, streams, "chat", build)
 
     @post("/playground/infill")
     async def infill(self, request: Request, serving: NamedDependency[ServerState],
@@ -149,7 +151,7 @@ class PlaygroundController(Controller):
                 prefix, suffix = split_fill(_text(form, "code", "the code"))
                 return infill_prompt(serving.tokenizer, prefix, suffix), prefix, suffix, {}
 
-        return await self._start(request, serving, streams, "infill", "infilling", build)
+        return await self._start(request, serving, streams, "infill", build)
 
     @post("/playground/complete")
     async def complete(self, request: Request, serving: NamedDependency[ServerState],
@@ -159,7 +161,7 @@ class PlaygroundController(Controller):
             with bad_request("prompt"):
                 return completion_prompt(serving.tokenizer, text), text, "", {}
 
-        return await self._start(request, serving, streams, "complete", "completion", build)
+        return await self._start(request, serving, streams, "complete", build)
 
     @get("/playground/stream/{key:str}")
     async def stream(self, key: FromPath[str], request: Request,

@@ -56,6 +56,8 @@ class PageStreams:
         self._unclaimed: dict[str, asyncio.TimerHandle] = {}
 
     def add(self, answer: PageAnswer) -> None:
+        # forget answers whose stream never ran (the browser left before it started)
+        self._answers = {k: a for k, a in self._answers.items() if not a.generation.closed}
         key = answer.generation.id
         self._answers[key] = answer
         self._unclaimed[key] = asyncio.get_running_loop().call_later(
