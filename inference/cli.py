@@ -10,6 +10,8 @@ import sys
 
 COMMANDS = {
     "generate": ("inference.commands.generate", "complete one prompt from the shell"),
+    "chat": ("inference.commands.chat", "talk to a model in the console: completion, infilling, chat or python"),
+    "convert": ("inference.commands.convert", "convert a Hugging Face checkpoint into a workspace"),
     "bench": ("inference.commands.bench", "measure speed on the GPU (random weights, real shapes)"),
     "serve": ("web.commands.serve", "run the OpenAI-compatible API server"),
     "client": ("web.commands.client", "talk to a running server from the console"),

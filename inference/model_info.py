@@ -24,15 +24,21 @@ _TABLE = {
     ("instruct", "large"): ("completion", "chat"),
 }
 
+# (hidden_size, num_hidden_layers) of the released Code Llama sizes, to check a model name
+# against the checkpoint it is given for.
+_SIZES = {(4096, 32): "7b", (5120, 40): "13b", (8192, 48): "34b", (8192, 80): "70b"}
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     name: str
-    variant: str  # "base", "python" or "instruct"
+    variant: str  # "base", "python", "instruct", or "unknown" for a checkpoint nobody named
     size: str  # "7b", "13b", "34b", "70b", or another label for other checkpoints
     capabilities: tuple[str, ...]
 
     def require(self, ability: str) -> None:
+        if ability not in ABILITIES:
+            raise ValueError(f"unknown ability {ability!r}; choose from {', '.join(ABILITIES)}")
         if ability in self.capabilities:
             return
         if self.variant == "unknown":
@@ -40,6 +46,11 @@ class ModelInfo:
                              f"(e.g. CodeLlama-7b-Instruct-hf) or --capabilities, or convert it into a workspace")
         raise ValueError(f"{self.name} cannot do {ability}: its abilities are {', '.join(self.capabilities)}"
                          f" (a fine-tuned checkpoint can declare more with --capabilities)")
+
+    def as_metadata(self) -> dict:
+        """The fields a workspace's codellama.json stores."""
+        return {"model_name": self.name, "variant": self.variant, "size": self.size,
+                "capabilities": list(self.capabilities)}
 
 
 def abilities_for(variant: str, size: str) -> tuple[str, ...]:
@@ -57,24 +68,56 @@ def parse_model_name(name: str) -> tuple[str, str]:
     return variant, size.group(1) + "b"
 
 
+def size_from_config(hidden_size: int, num_layers: int) -> str | None:
+    """The Code Llama size whose shape this is, or None for any other shape."""
+    return _SIZES.get((hidden_size, num_layers))
+
+
+def check_name_fits(info: ModelInfo, hidden_size: int, num_layers: int) -> None:
+    """Refuse a model name whose size contradicts the checkpoint's shape (a 13B named 7B)."""
+    actual = size_from_config(hidden_size, num_layers)
+    if actual is not None and info.size in _SIZES.values() and info.size != actual:
+        raise ValueError(f"--model-name {info.name} says {info.size}, but config.json ({num_layers} layers of "
+                         f"{hidden_size}) is a {actual} model")
+
+
+def parse_capabilities(text: str) -> list[str]:
+    """`--capabilities completion,infilling` -> ["completion", "infilling"], validated."""
+    return list(_validated(c.strip() for c in text.split(",") if c.strip()))
+
+
 def _validated(capabilities) -> tuple[str, ...]:
-    caps = tuple(capabilities)
+    caps = tuple(dict.fromkeys(capabilities))
     unknown = [c for c in caps if c not in ABILITIES]
     if unknown or not caps:
-        raise ValueError(f"unknown abilities {unknown or caps}; choose from {', '.join(ABILITIES)}")
+        raise ValueError(f"unknown abilities {unknown or list(caps)}; choose from {', '.join(ABILITIES)}")
     return caps
+
+
+def read_metadata(model_dir: str | Path) -> dict | None:
+    """A workspace's codellama.json, or None for a plain checkpoint."""
+    path = Path(model_dir) / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    missing = [k for k in ("model_name", "variant", "size", "capabilities") if k not in meta]
+    if missing:
+        raise ValueError(f"{path} is missing {', '.join(missing)}")
+    return meta
 
 
 def load_model_info(model_dir: str | Path, model_name: str | None = None,
                     capabilities: list[str] | None = None) -> ModelInfo:
     """The model name if given, else the workspace's metadata, else an unknown variant that can
     only complete; `capabilities` overrides the abilities."""
-    meta_path = Path(model_dir) / METADATA_FILE
+    meta = read_metadata(model_dir)
     if model_name is not None:
         variant, size = parse_model_name(model_name)
         info = ModelInfo(model_name, variant, size, abilities_for(variant, size))
-    elif meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+    elif meta is not None:
         info = ModelInfo(meta["model_name"], meta["variant"], meta["size"], _validated(meta["capabilities"]))
     else:  # a plain checkpoint of unknown variant: plain completion is always safe
         info = ModelInfo(Path(model_dir).name, "unknown", "unknown", ("completion",))

@@ -57,3 +57,17 @@ class RequestOutput:
     @property
     def num_generated_tokens(self) -> int:
         return sum(len(o.token_ids) for o in self.outputs)
+
+    def merge(self, later: "RequestOutput") -> None:
+        """Fold a later delta of the same request into this one (a consumer that fell behind gets
+        one delta for several steps)."""
+        by_index = {o.index: o for o in self.outputs}
+        for delta in later.outputs:
+            if delta.index in by_index:
+                by_index[delta.index].extend(delta)
+            else:
+                self.outputs.append(delta)
+                by_index[delta.index] = delta
+        self.finished = later.finished
+        self.metrics = later.metrics
+        self.num_cached_tokens = later.num_cached_tokens

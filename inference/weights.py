@@ -1,23 +1,31 @@
-"""Load a Hugging Face Llama checkpoint into `LlamaModel`, one tensor at a time.
+"""Load weights into `LlamaModel`, one tensor at a time, from either layout:
 
-Checkpoints are read memory-mapped (safetensors slices, or `torch.load(mmap=True)` for `.bin`),
-so only the slice a tensor-parallel rank needs is touched and no second full copy is made.
-Separate q/k/v and gate/up tensors are copied into the fused parameters here.
+- a Hugging Face checkpoint: read memory-mapped (safetensors slices, or `torch.load(mmap=True)`
+  for `.bin`), so only the slice a tensor-parallel rank needs is touched; separate q/k/v and
+  gate/up tensors are copied into the fused parameters here;
+- a workspace from `codellama convert`: the model's own fused parameters, already split per
+  tensor-parallel rank, copied as they are:
+
+      workspace/rank-0/model.safetensors      (or model-00001.safetensors, model-00002...)
+      workspace/rank-1/model.safetensors      each file's header: format, tp_rank, tp_size
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
-from .model import LlamaModel
+from .model import LlamaModel, TensorParallel
+
+FUSED_FORMAT = "codellama-serve/fused-v1"
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _SKIPPED = ("rotary_emb.inv_freq",)
@@ -114,16 +122,51 @@ def _shard(tensor, split_dim: int | None, tp_rank: int, tp_size: int) -> torch.T
     return tensor[index]
 
 
+def rank_dir(workspace: Path, rank: int) -> Path:
+    return workspace / f"rank-{rank}"
+
+
 def load_weights(model: LlamaModel, model_dir: str | Path) -> None:
-    """Fill every parameter of `model` (its tensor-parallel shard) from a Hugging Face directory."""
-    with ExitStack() as stack:
-        load_tensors(model, _Checkpoint(Path(model_dir), stack).tensors, str(model_dir))
+    """Fill every parameter of `model` (its tensor-parallel shard) from a workspace's fused
+    per-rank files or from a Hugging Face directory."""
+    model_dir = Path(model_dir)
+    with ExitStack() as stack, torch.no_grad():
+        if rank_dir(model_dir, 0).is_dir():
+            params = dict(model.named_parameters(remove_duplicate=False))
+            for name, tensor in fused_tensors(model, model_dir, stack).items():
+                params[name].copy_(tensor[:])
+        else:
+            load_tensors(model, _Checkpoint(model_dir, stack).tensors, str(model_dir))
 
 
 def load_tensors(model: LlamaModel, tensors: Mapping[str, object], source: str = "state dict") -> None:
     """Fill every parameter of `model` from tensors named as in a Hugging Face Llama checkpoint
     (torch tensors, or lazy slices with `.shape` and indexing)."""
     params = dict(model.named_parameters(remove_duplicate=False))
+    for _ in assemble(model, tensors, params.__getitem__, source):
+        pass
+
+
+def assemble_hf(model: LlamaModel, model_dir: str | Path,
+                buffer_for: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
+    """`assemble` over a Hugging Face directory's checkpoint files."""
+    with ExitStack() as stack:
+        yield from assemble(model, _Checkpoint(Path(model_dir), stack).tensors, buffer_for, str(model_dir))
+
+
+def _stored_params(model: LlamaModel) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the parameters a checkpoint must provide (a tied lm_head is not one)."""
+    return {name: tuple(p.shape) for name, p in model.named_parameters(remove_duplicate=False)
+            if not (name == "lm_head" and model.cfg.tie_word_embeddings)}
+
+
+def assemble(model: LlamaModel, tensors: Mapping[str, object], buffer_for: Callable[[str], torch.Tensor],
+             source: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Assemble this rank's parameters from Hugging Face-named tensors into `buffer_for(name)`,
+    yielding each (name, buffer) as soon as it is complete; `model` only gives names and shapes
+    (it may live on the meta device)."""
+    shapes = _stored_params(model)
+    buffers: dict[str, torch.Tensor] = {}
     filled: dict[str, int] = {}  # parameter -> rows written
     tp = model.tp
     with torch.no_grad():
@@ -133,21 +176,87 @@ def load_tensors(model: LlamaModel, tensors: Mapping[str, object], source: str =
             target = _target(model, name)
             if target is None:
                 raise ValueError(f"{source}: unexpected tensor {name!r}: not part of a Llama model")
-            if target.param == "lm_head" and model.cfg.tie_word_embeddings:
+            if target.param not in shapes:  # lm_head of a model with tied embeddings
                 continue
             if tuple(tensor.shape) != target.shape:
                 raise ValueError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                                  f"expected {target.shape} for this config.json")
             piece = _shard(tensor, target.split_dim, tp.rank, tp.size)
-            dst = params[target.param]
+            if target.param not in buffers:
+                buffers[target.param] = buffer_for(target.param)
             rows = piece.shape[0]
-            dst[target.row0:target.row0 + rows].copy_(piece)
+            buffers[target.param][target.row0:target.row0 + rows].copy_(piece)
             filled[target.param] = filled.get(target.param, 0) + rows
-    missing = [p for p, t in params.items() if filled.get(p, 0) != t.shape[0]
-               and not (p == "lm_head" and model.cfg.tie_word_embeddings)]
+            if filled[target.param] == shapes[target.param][0]:
+                yield target.param, buffers.pop(target.param)
+    missing = [p for p, shape in shapes.items() if filled.get(p, 0) != shape[0]]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         raise ValueError(f"{source}: checkpoint is missing tensors for {shown}")
+
+
+def fused_tensors(model: LlamaModel, workspace: Path, stack: ExitStack) -> dict[str, object]:
+    """Name -> lazily read tensor of this rank's fused parameters in a workspace, after checking
+    that the files hold exactly the model's parameters for this tensor-parallel layout."""
+    tp = model.tp
+    ranks = _fused_header(sorted(rank_dir(workspace, 0).glob("*.safetensors")), workspace)["tp_size"]
+    if int(ranks) != tp.size:
+        raise ValueError(f"{workspace} is split for {ranks} tensor-parallel rank(s) but the engine runs "
+                         f"{tp.size}: convert the checkpoint again with --tp {tp.size}")
+    files = sorted(rank_dir(workspace, tp.rank).glob("*.safetensors"))
+    if _fused_header(files, workspace)["tp_rank"] != str(tp.rank):
+        raise ValueError(f"{rank_dir(workspace, tp.rank)}: its files are not rank {tp.rank}'s")
+    tensors: dict[str, object] = {}
+    for f in files:
+        handle = stack.enter_context(safe_open(str(f), framework="pt"))
+        tensors.update({name: handle.get_slice(name) for name in handle.keys()})
+    shapes = _stored_params(model)
+    unexpected = sorted(set(tensors) - set(shapes))
+    missing = sorted(set(shapes) - set(tensors))
+    if unexpected or missing:
+        raise ValueError(f"{rank_dir(workspace, tp.rank)}: missing {missing[:4]}, unexpected {unexpected[:4]}: "
+                         f"not this model's parameters (was config.json changed after conversion?)")
+    for name, shape in shapes.items():
+        if tuple(tensors[name].get_shape()) != shape:
+            raise ValueError(f"{rank_dir(workspace, tp.rank)}: {name} has shape "
+                             f"{tuple(tensors[name].get_shape())}, expected {shape}")
+    return tensors
+
+
+def _fused_header(files: list[Path], workspace: Path) -> dict[str, str]:
+    if not files:
+        raise ValueError(f"{workspace}: no weights for this tensor-parallel rank (rank-N/*.safetensors)")
+    with safe_open(str(files[0]), framework="pt") as handle:
+        header = handle.metadata() or {}
+    if header.get("format") != FUSED_FORMAT:
+        raise ValueError(f"{files[0]}: not a workspace weight file (format {header.get('format')!r}, "
+                         f"expected {FUSED_FORMAT!r}); convert the checkpoint again")
+    return header
+
+
+def write_fused_rank(tensors: Iterable[tuple[str, torch.Tensor]], out_dir: Path, tp: TensorParallel,
+                     max_file_bytes: int = 4 << 30) -> list[Path]:
+    """Save one rank's fused parameters as safetensors files of about `max_file_bytes` at most
+    (one model.safetensors when they fit), so only one file's tensors are held at a time."""
+    out_dir.mkdir(parents=True)
+    header = {"format": FUSED_FORMAT, "tp_rank": str(tp.rank), "tp_size": str(tp.size)}
+    chunk: dict[str, torch.Tensor] = {}
+    files: list[Path] = []
+
+    def flush() -> None:
+        files.append(out_dir / f"model-{len(files) + 1:05d}.safetensors")
+        save_file(chunk, str(files[-1]), metadata=header)
+        chunk.clear()
+
+    for name, tensor in tensors:
+        chunk[name] = tensor.contiguous()
+        if sum(t.nbytes for t in chunk.values()) >= max_file_bytes:
+            flush()
+    if chunk:
+        flush()
+    if len(files) == 1:
+        files[0] = files[0].rename(out_dir / "model.safetensors")
+    return files
 
 
 def fill_random(model: LlamaModel, seed: int = 0, std: float = 0.02) -> None:

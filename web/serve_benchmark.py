@@ -7,6 +7,7 @@ first) at p50 / p99, and output tokens per second over the whole run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -17,6 +18,7 @@ import numpy as np
 
 
 _TAIL = 16384  # bytes kept from the end of a stream: enough for the usage chunk
+_STREAMS_PER_CLIENT = 8  # httpx's pool scans all its connections per request: keep each pool small
 
 
 @dataclass(slots=True)
@@ -63,33 +65,39 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
         raise ValueError("concurrency, num_requests, prompt_len and max_tokens must be >= 1")
     base = url.rstrip("/").removesuffix("/v1")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=_STREAMS_PER_CLIENT, max_keepalive_connections=_STREAMS_PER_CLIENT)
     rng = random.Random(seed)
     results: list[_Result] = []
     errors: list[str] = []
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=httpx.Timeout(30.0, read=None),
-                                 limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(
+            httpx.AsyncClient(base_url=base, headers=headers, timeout=httpx.Timeout(30.0, read=None), limits=limits))
+            for _ in range(-(-concurrency // _STREAMS_PER_CLIENT))]
+        client = clients[0]
         models = await client.get("/v1/models")
         models.raise_for_status()
         vocab = models.json()["data"][0]["vocab_size"]
         # distinct random prompts (ids past the control pieces), so the prefix cache gives nothing away
         prompts = [[rng.randrange(3, vocab) for _ in range(prompt_len)] for _ in range(num_requests)]
-        gate = asyncio.Semaphore(concurrency)
+        arrivals: asyncio.Queue = asyncio.Queue()
 
-        async def one(prompt: list[int]) -> None:
-            async with gate:
+        async def worker(client: httpx.AsyncClient) -> None:
+            """One of `concurrency` clients: takes the next arrived prompt until none is left."""
+            while (prompt := await arrivals.get()) is not None:
                 try:
                     results.append(await _stream_one(client, prompt, max_tokens))
                 except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as e:
                     errors.append(f"{type(e).__name__}: {e}")
 
         start = time.perf_counter()
-        tasks = []
+        workers = [asyncio.create_task(worker(clients[w // _STREAMS_PER_CLIENT])) for w in range(concurrency)]
         for i, prompt in enumerate(prompts):
             if request_rate and i:
                 await asyncio.sleep(rng.expovariate(request_rate))
-            tasks.append(asyncio.create_task(one(prompt)))
-        await asyncio.gather(*tasks)
+            arrivals.put_nowait(prompt)
+        for _ in workers:
+            arrivals.put_nowait(None)
+        await asyncio.gather(*workers)
         duration = time.perf_counter() - start
     ttfts = [r.ttft for r in results]
     tpots = [r.tpot for r in results if r.tpot is not None]

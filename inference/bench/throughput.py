@@ -21,11 +21,12 @@ def mixed_set(num: int, seed: int = 0) -> list[tuple[int, int]]:
     return [(rng.randint(32, 2048), rng.randint(16, 512)) for _ in range(num)]
 
 
-def _run_set(engine, lengths: list[tuple[int, int]], seed: int) -> dict:
+def run_set(engine, lengths: list[tuple[int, int]], seed: int, temperature: float = 1.0) -> dict:
+    """Submit every request at once and run the engine until all are done."""
     rng = random.Random(seed)
     for i, (n_in, n_out) in enumerate(lengths):
         prompt = [1] + [rng.randrange(3, 4000) for _ in range(n_in - 1)]
-        params = SamplingParams(max_tokens=n_out, temperature=1.0, top_p=1.0, ignore_eos=True, seed=i)
+        params = SamplingParams(max_tokens=n_out, temperature=temperature, top_p=1.0, ignore_eos=True, seed=i)
         engine.add_request(f"{seed}-{i}", prompt, params)
     decode_times, prefill_times = [], []  # wall time of steps without and with prompt tokens
     stats = engine.stats
@@ -49,12 +50,12 @@ def _run_set(engine, lengths: list[tuple[int, int]], seed: int) -> dict:
 def run(shape: str, num_prompts: int = 1000, input_len: int = 128, output_len: int = 128,
         mixed_prompts: int = 1000, max_num_seqs: int = 256) -> dict:
     engine = make_engine(shape, max_num_seqs=max_num_seqs, max_model_len=4096)
-    _run_set(engine, fixed_set(max_num_seqs, 64, 8), seed=99)  # warm up
+    run_set(engine, fixed_set(max_num_seqs, 64, 8), seed=99)  # warm up
     result = {"shape": shape, "max_num_seqs": max_num_seqs, "kv_blocks": engine.blocks.num_blocks,
               "fixed": {"input_len": input_len, "output_len": output_len,
-                        **_run_set(engine, fixed_set(num_prompts, input_len, output_len), seed=1)}}
+                        **run_set(engine, fixed_set(num_prompts, input_len, output_len), seed=1)}}
     if mixed_prompts:
-        result["mixed"] = _run_set(engine, mixed_set(mixed_prompts, seed=2), seed=2)
+        result["mixed"] = run_set(engine, mixed_set(mixed_prompts, seed=2), seed=2)
     result["preemptions"] = engine.scheduler.num_preemptions
     del engine
     torch.cuda.empty_cache()

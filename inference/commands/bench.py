@@ -1,5 +1,5 @@
-"""`codellama bench latency|throughput|kernels|profile`: speed on random-weight models of the real
-shapes."""
+"""`codellama bench latency|throughput|kernels|profile|serve`: speed on random-weight models of the
+real shapes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["latency", "throughput", "kernels", "profile"])
+    parser.add_argument("what", choices=["latency", "throughput", "kernels", "profile", "serve"])
     parser.add_argument("--shape", choices=["7b", "13b", "34b", "70b"], default="7b")
     parser.add_argument("--out", help="also write the JSON record here")
     parser.add_argument("--baseline", action="store_true",
@@ -17,6 +17,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--enforce-eager", action="store_true", help="latency without CUDA graphs")
     parser.add_argument("--batch", type=int, default=1, help="profile: decode batch size")
+    parser.add_argument("--concurrency", type=int, default=256, help="serve: concurrent streaming clients")
+    parser.add_argument("--url", help="serve: drive this running server instead of starting one")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
     from inference.bench import common
 
+    if args.what == "serve" and args.url:
+        from inference.bench import serve
+        common.write_json(args.out, {"benchmark": "serve", "engine": serve.run(args.shape, args.concurrency,
+                                                                               args.num_prompts, url=args.url)})
+        return 0
     if not torch.cuda.is_available():
         raise ValueError("benchmarks need a CUDA GPU")
     record = {"benchmark": args.what, "device": common.device_record()}
@@ -42,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         if args.baseline:
             from inference.bench import hf_baseline
             record["baseline"] = hf_baseline.run(args.shape, batches=(32,), prompt_len=128, new_tokens=128)
+    elif args.what == "serve":
+        from inference.bench import serve
+        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts)
     elif args.what == "profile":
         from inference.bench import profile
         record["profile"] = profile.run(args.shape, batch=args.batch)

@@ -4,6 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from ..model_info import parse_capabilities
+
+
+def add_model_identity_options(parser: argparse.ArgumentParser) -> None:
+    """Which Code Llama a checkpoint is, for a directory whose workspace metadata does not say
+    (pass them to LLMEngine as model_name= and capabilities=)."""
+    parser.add_argument("--model-name", help="which Code Llama this is, e.g. CodeLlama-7b-Instruct-hf "
+                                             "(sets the variant, size and abilities)")
+    parser.add_argument("--capabilities", nargs="+", action=_CapabilitiesAction, metavar="ABILITY",
+                        help="abilities instead of the model's own (fine-tuned models): completion, "
+                             "infilling, chat, python, separated by spaces or commas")
+
+
+class _CapabilitiesAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            setattr(namespace, self.dest, parse_capabilities(",".join(values)))
+        except ValueError as e:
+            parser.error(f"{option_string}: {e}")
+
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("engine")
@@ -15,12 +35,15 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block (default 16)")
     g.add_argument("--no-prefix-caching", action="store_true", help="do not reuse cached prompt prefixes")
     g.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs (debugging)")
+    g.add_argument("--load-format", choices=["auto", "random"], default="auto",
+                   help="random: seeded random weights of the model's shape, no checkpoint read (benchmarks)")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
     return dict(dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
                 max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
-                enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager)
+                enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
+                load_format=args.load_format)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, max_tokens: int | None = 256) -> None:

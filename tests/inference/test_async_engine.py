@@ -84,3 +84,19 @@ async def test_bad_requests_raise_clear_errors_and_others_keep_running(engine, p
 def test_invalid_sampling_params_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
+
+
+async def test_a_slow_consumer_gets_merged_deltas_with_nothing_lost(engine):
+    params = SamplingParams(max_tokens=24, temperature=0.7, seed=5, ignore_eos=True)
+    alone = await _collect(engine, "fast", "def g(y):", params)
+    stream = engine.generate("slow", "def g(y):", params)
+    first = await stream.__anext__()
+    await asyncio.sleep(0.5)  # the engine runs ahead of this consumer
+    second = await stream.__anext__()
+    text = first.outputs[0].text + second.outputs[0].text
+    ids = first.outputs[0].token_ids + second.outputs[0].token_ids
+    assert len(second.outputs[0].token_ids) > 1  # several steps in one delta
+    async for out in stream:
+        text += out.outputs[0].text
+        ids += out.outputs[0].token_ids
+    assert (text, ids) == alone[:2]

@@ -1,0 +1,36 @@
+"""`codellama convert [codellama] HF_DIR --dst DIR`: turn a Hugging Face checkpoint into a workspace."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .options import add_model_identity_options
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("args", nargs="+", metavar="[codellama] HF_DIR",
+                        help="the Hugging Face Llama / Code Llama directory (config.json, tokenizer.model, weights)")
+    parser.add_argument("--dst", default="./workspace", help="the workspace to write (default ./workspace)")
+    add_model_identity_options(parser)
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks to split the weights for (default 1)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                        help="weight dtype to store (default: the checkpoint's, else bfloat16)")
+    parser.add_argument("--force", action="store_true", help="replace an existing workspace at --dst")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    sources = args.args[1:] if args.args[0] == "codellama" and len(args.args) == 2 else args.args
+    if len(sources) != 1:
+        raise ValueError("expected [codellama] HF_DIR")
+    from ..workspace import convert
+
+    info = convert(sources[0], args.dst, model_name=args.model_name, capabilities=args.capabilities,
+                   tp=args.tp, dtype=args.dtype, force=args.force, progress=not args.no_progress)
+    print(f"wrote {args.dst}: {info.name} ({info.variant}, {info.size}), abilities {', '.join(info.capabilities)}, "
+          f"tp {args.tp}")
+    if info.variant == "unknown" and not args.capabilities:
+        print("note: without --model-name the variant is unknown, so only completion is enabled; "
+              "convert again with --model-name or --capabilities", file=sys.stderr)
+    return 0
