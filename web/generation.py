@@ -10,7 +10,6 @@ from outside (shutdown, a page's Stop button). Ending it cancels the pump tasks,
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -44,10 +43,8 @@ class Generation:
         self.id = uuid.uuid4().hex  # unguessable: the pages use it as the stream's address
         self.parts = parts
         self._serving = serving
-        # the recipe for a prompt of an ability: its stop tokens join the request's
-        self._params = [dataclasses.replace(p.params,
-                                            stop_token_ids=p.params.stop_token_ids + p.prompt.stop_token_ids)
-                        for p in parts]
+        # the recipe for a prompt of an ability: its stop tokens and strings join the request's
+        self._params = [p.prompt.sampling_params(p.params) for p in parts]
         self._validate()
         self._release = serving.admission.acquire(sum(p.params.n for p in parts))
         serving.accounting.count_request(ability)

@@ -20,7 +20,7 @@ from litestar.plugins.htmx import HTMXTemplate
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from inference.prompts import chat_prompt, completion_prompt, infill_prompt, split_fill
+from inference.prompts import DEFAULT_SYSTEM, chat_prompt, completion_prompt, infill_prompt, split_fill
 
 from ..errors import APIError, bad_request
 from ..generation import Part
@@ -30,7 +30,6 @@ from ..auth import USER, requires
 from .render import segments
 from .streams import AnswerStats, PageAnswer, PageStreams
 
-DEFAULT_SYSTEM = "Provide answers in Python"
 DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "max_tokens": 512}
 
 
