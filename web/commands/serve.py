@@ -30,7 +30,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--api-keys", nargs="+", default=[], metavar="KEY",
                    help="accept only requests with `Authorization: Bearer KEY` (the pages ask for one once)")
     g.add_argument("--admin-key", metavar="KEY",
-                   help="the key for /admin and /metrics (default: the first of --api-keys; without keys they are open)")
+                   help="the key for /admin and /metrics (default: the first API key; without keys they are open)")
     g.add_argument("--cors-origins", nargs="+", default=[], metavar="ORIGIN",
                    help="origins browsers may call the API from (e.g. http://localhost:3000, or *)")
     g.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
