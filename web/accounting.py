@@ -1,31 +1,41 @@
-"""Request accounting that pages and metrics read: responses by route and status, and the
-latencies users feel (time to first token, time per output token). Plain numbers, no exporter."""
+"""Request accounting that the pages and /metrics read: responses by route and status, requests
+by ability, requests that ended early, and the latencies users feel (time to first token, time
+per output token, end to end). Latencies go into prometheus-client histograms of the app's own
+registry (for /metrics) and into a window of recent values (for the quantiles /admin shows)."""
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
 
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Histogram
 
 from inference.outputs import RequestMetrics
 
+# vLLM's buckets, so dashboards made for vLLM read these the same way
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+                40.0, 80.0)
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+               480.0, 960.0, 1920.0, 7680.0)
 
-@dataclass(slots=True)
+
 class Latency:
-    """Observations in seconds: count and sum since start, and a window of recent ones."""
+    """Observations in seconds: a histogram since start, and a window of recent ones."""
 
-    count: int = 0
-    total: float = 0.0
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    def __init__(self, histogram: Histogram):
+        self.histogram = histogram
+        self.count = 0
+        self.recent: deque[float] = deque(maxlen=4096)
 
     def observe(self, seconds: float) -> None:
         self.count += 1
-        self.total += seconds
         self.recent.append(seconds)
+        self.histogram.observe(seconds)
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile of the recent window (nearest rank), None before any observation."""
@@ -35,17 +45,31 @@ class Latency:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-@dataclass(slots=True)
 class Accounting:
-    responses: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (method, route, status)
-    ttft: Latency = field(default_factory=Latency)
-    tpot: Latency = field(default_factory=Latency)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finished_requests: int = 0  # engine requests (one per prompt) that ran to their end
+    def __init__(self, registry: CollectorRegistry):
+        self.responses: Counter[tuple[str, str, int]] = Counter()  # (method, route, status)
+        self.requests: Counter[str] = Counter()  # generation requests admitted, by ability
+        self.ended_early: Counter[str] = Counter()  # generation requests cut short, by reason (error code)
+        self.ttft = Latency(Histogram("codellama:time_to_first_token_seconds", "Time to first token",
+                                      buckets=TTFT_BUCKETS, registry=registry))
+        self.tpot = Latency(Histogram("codellama:time_per_output_token_seconds",
+                                      "Time per output token after the first", buckets=TPOT_BUCKETS,
+                                      registry=registry))
+        self.e2e = Latency(Histogram("codellama:e2e_request_latency_seconds",
+                                     "From arrival to the end, of requests that ran to their end",
+                                     buckets=E2E_BUCKETS, registry=registry))
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.finished_requests = 0  # engine requests (one per prompt) that ran to their end
 
     def count_response(self, method: str, route: str, status: int) -> None:
         self.responses[(method, route, status)] += 1
+
+    def count_request(self, ability: str) -> None:
+        self.requests[ability] += 1
+
+    def count_ended_early(self, reason: str) -> None:
+        self.ended_early[reason] += 1
 
     def observe_request(self, metrics: RequestMetrics, prompt_tokens: int, longest_output: int,
                         output_tokens: int) -> None:
@@ -57,6 +81,8 @@ class Accounting:
             self.ttft.observe(metrics.ttft)
         if longest_output > 1 and metrics.last_token_time is not None:
             self.tpot.observe((metrics.last_token_time - metrics.first_token_time) / (longest_output - 1))
+        if metrics.finished_time is not None:
+            self.e2e.observe(metrics.finished_time - metrics.arrival_time)
 
 
 class AccountingMiddleware(ASGIMiddleware):

@@ -1,29 +1,136 @@
-"""API keys: `Authorization: Bearer KEY` on the API routes when the server was given keys."""
+"""Keys. The API routes want `Authorization: Bearer KEY` when the server was given keys.
+
+The pages: with API keys set, the playground needs one of them (it generates, as the API does)
+and /admin and /metrics need the operator key (`--admin-key`, by default the first API key);
+without keys everything is open, as the API is. A browser gives its key once, on /login, and
+gets a signed session cookie (HttpOnly, SameSite=Strict, 12 hours; signed with a secret made at
+startup, so a restart signs everyone out); scripts and Prometheus send the Bearer header instead."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import secrets
+import time
 from collections.abc import Callable
+from urllib.parse import urlencode, urlsplit
 
+from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
+from litestar.response import Redirect
 
-from .errors import APIError
+from .errors import APIError, handle_http_exception
+from .settings import ServerSettings
 
 Guard = Callable[[ASGIConnection, BaseRouteHandler], None]
+COOKIE = "codellama_session"
+SESSION_SECONDS = 12 * 3600
+USER, OPERATOR = "user", "operator"
+
+
+def _bearer(connection: ASGIConnection) -> str | None:
+    scheme, _, given = connection.headers.get("authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
 
 
 def api_key_guard(keys: tuple[str, ...]) -> Guard:
     encoded = [k.encode() for k in keys]
 
     def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        scheme, _, given = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
+        given = _bearer(connection)
+        if given is None:
             raise APIError(401, "You didn't provide an API key. Send it in an Authorization header with "
                                 "Bearer auth (Authorization: Bearer YOUR_KEY).", code="missing_api_key")
         # compare with every key, in constant time, so timing tells nothing about any key
-        matches = [hmac.compare_digest(given.strip().encode(), k) for k in encoded]
+        matches = [hmac.compare_digest(given.encode(), k) for k in encoded]
         if not any(matches):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     return require_api_key
+
+
+class LoginRequired(APIError):
+    def __init__(self, need: str):
+        what = "the operator key" if need == OPERATOR else "an API key"
+        super().__init__(401, f"this page needs {what}: log in at /login or send Authorization: Bearer KEY",
+                         code="login_required")
+        self.need = need
+
+
+class PageAuth:
+    def __init__(self, settings: ServerSettings):
+        self._user_keys = [k.encode() for k in settings.api_keys]
+        operator = settings.operator_key
+        self._operator_key = operator.encode() if operator is not None else None
+        self._secret = secrets.token_bytes(32)
+
+    def is_open(self, need: str) -> bool:
+        return not self._user_keys if need == USER else self._operator_key is None
+
+    def role_of_key(self, key: str) -> str | None:
+        """OPERATOR, USER or None; every key is compared, in constant time."""
+        given = key.encode()
+        operator = self._operator_key is not None and hmac.compare_digest(given, self._operator_key)
+        user = any([hmac.compare_digest(given, k) for k in self._user_keys])
+        return OPERATOR if operator else USER if user else None
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()
+
+    def session_cookie(self, role: str, now: float | None = None) -> str:
+        payload = f"{role}.{int((now or time.time()) + SESSION_SECONDS)}"
+        return f"{payload}.{self._sign(payload)}"
+
+    def role_of_cookie(self, value: str, now: float | None = None) -> str | None:
+        role, _, rest = value.partition(".")
+        expires, _, signature = rest.partition(".")
+        if not expires.isdigit() or not hmac.compare_digest(signature, self._sign(f"{role}.{expires}")):
+            return None
+        return role if int(expires) > (now or time.time()) else None
+
+    def role(self, connection: ASGIConnection) -> str | None:
+        key = _bearer(connection)
+        if key is not None:
+            return self.role_of_key(key)
+        cookie = connection.cookies.get(COOKIE)
+        return self.role_of_cookie(cookie) if cookie else None
+
+    def allows(self, connection: ASGIConnection, need: str) -> bool:
+        if self.is_open(need):
+            return True
+        role = self.role(connection)
+        return role == OPERATOR or (role == USER and need == USER)
+
+
+def requires(need: str) -> Guard:
+    """A guard for the pages of `need` (USER or OPERATOR); the app keeps its PageAuth in state."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if not connection.app.state.page_auth.allows(connection, need):
+            raise LoginRequired(need)
+
+    return guard
+
+
+def safe_next(path: str | None) -> str:
+    """Where to go after logging in: a path on this server only (no open redirect)."""
+    if not path or not path.startswith("/") or path.startswith(("//", "/\\")):
+        return "/"
+    return path
+
+
+def _login_url(need: str, url: str) -> str:
+    parts = urlsplit(url)
+    return "/login?" + urlencode({"next": parts.path + (f"?{parts.query}" if parts.query else ""), "need": need})
+
+
+def login_required(request: Request, exc: LoginRequired) -> Response:
+    """A browser goes to the login page and then back to the page it was on (htmx follows
+    HX-Redirect); anything else gets the 401."""
+    if request.headers.get("hx-request") == "true":
+        page = request.headers.get("hx-current-url", "/")
+        return Response(None, status_code=401, headers={"HX-Redirect": _login_url(exc.need, page)})
+    if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+        return Redirect(_login_url(exc.need, str(request.url)), status_code=303)
+    return handle_http_exception(request, exc)

@@ -4,13 +4,12 @@ of (prompt index, output delta), and ended exactly once, however the request end
     route -> Generation -> AsyncEngine.generate (one pump task per prompt) -> queue -> SSE / JSON
 
 It holds the request's admission slots, watches for the client going away, and can be ended
-from outside (shutdown). Ending it cancels the pump tasks, which leaves `AsyncEngine.generate`
-and so aborts the engine requests before the engine's next step."""
+from outside (shutdown, a page's Stop button). Ending it cancels the pump tasks, which leaves
+`AsyncEngine.generate` and so aborts the engine requests before the engine's next step."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -40,26 +39,26 @@ class ClientDisconnected(APIError):
 
 
 class Generation:
-    def __init__(self, serving, parts: list[Part], receive: Receive | None):
-        self.id = uuid.uuid4().hex
+    def __init__(self, serving, parts: list[Part], receive: Receive | None, ability: str):
+        self.id = uuid.uuid4().hex  # unguessable: the pages use it as the stream's address
         self.parts = parts
         self._serving = serving
-        # the recipe for a prompt of an ability: its stop tokens join the request's
-        self._params = [dataclasses.replace(p.params,
-                                            stop_token_ids=p.params.stop_token_ids + p.prompt.stop_token_ids)
-                        for p in parts]
+        # the recipe for a prompt of an ability: its stop tokens and strings join the request's
+        self._params = [p.prompt.sampling_params(p.params) for p in parts]
         self._validate()
         self._release = serving.admission.acquire(sum(p.params.n for p in parts))
+        serving.accounting.count_request(ability)
         self._queue: asyncio.Queue = asyncio.Queue()
         self._unfinished = set(range(len(parts)))
         self.prompt_tokens = [0] * len(parts)
         self.cached_tokens = [0] * len(parts)
         self.output_tokens = [[0] * p.params.n for p in parts]
         self._closed = False
+        self._end_reason: str | None = None
         serving.generations.add(self)
         self._tasks = [asyncio.create_task(self._pump(i, part)) for i, part in enumerate(parts)]
         if receive is not None:
-            self._tasks.append(asyncio.create_task(self._watch(receive)))
+            self.watch(receive)
 
     def _validate(self) -> None:
         """Check every prompt now, as the engine will when it takes them, so that a bad request is
@@ -79,6 +78,11 @@ class Generation:
         except Exception as e:  # validated already: this is the engine failing
             self._queue.put_nowait(APIError(500, f"generation failed: {e}"))
 
+    def watch(self, receive: Receive) -> None:
+        """End when this connection's client goes away (a page's stream is fetched by a later
+        request than the one that started the generation)."""
+        self._tasks.append(asyncio.create_task(self._watch(receive)))
+
     async def _watch(self, receive: Receive) -> None:
         """The client went away: end now, even if no consumer ever iterates (a stream whose
         response never started), so that nothing waits for a `finally` that may not run."""
@@ -89,6 +93,8 @@ class Generation:
 
     def end(self, error: APIError) -> None:
         """End early: the engine requests are aborted now and the consumer gets `error` next."""
+        if self._end_reason is None:
+            self._end_reason = error.code or str(error.status_code)
         self._queue.put_nowait(error)
         self._cancel_tasks()
 
@@ -100,6 +106,12 @@ class Generation:
         self._cancel_tasks()
         self._release()
         self._serving.generations.discard(self)
+        if self._unfinished:
+            self._serving.accounting.count_ended_early(self._end_reason or "closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _cancel_tasks(self) -> None:
         current = asyncio.current_task()

@@ -26,7 +26,7 @@ def banner(app: Litestar, url: str) -> str:
              f"  API    {url}/v1  (OpenAI); {url}/infill  (llama.cpp)",
              f"  docs   {url}/docs"]
     if any(route.path == "/" for route in app.routes):
-        lines.append(f"  pages  {url}/")
+        lines.append(f"  pages  {url}/  (playground); {url}/admin  (operators); {url}/metrics  (Prometheus)")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     api_keys: tuple[str, ...] = ()  # empty: no key needed
+    admin_key: str | None = None  # for /admin and /metrics; None: the first API key (none: open)
     max_queue: int = 256  # sequences that may wait beyond the engine's max_num_seqs; then 429
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
@@ -23,3 +24,10 @@ class ServerSettings:
             raise ValueError(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
         if any(not k for k in self.api_keys):
             raise ValueError("an API key must not be empty")
+        if self.admin_key == "":
+            raise ValueError("the admin key must not be empty")
+
+    @property
+    def operator_key(self) -> str | None:
+        """The key /admin and /metrics ask for, None when they are open."""
+        return self.admin_key if self.admin_key is not None else (self.api_keys[0] if self.api_keys else None)

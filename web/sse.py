@@ -21,15 +21,16 @@ def json_event(obj: Any) -> ServerSentEventMessage:
 
 
 def sse_response(events: AsyncIterator[Any], close: Callable[[], None], done: bool = True) -> ServerSentEvent:
-    """Stream `events` (msgspec-encodable objects); `close` runs when the stream ends in any way.
-    `done=False` leaves out the `[DONE]` sentinel (llama.cpp's native routes have none)."""
+    """Stream `events` (msgspec-encodable objects, sent as JSON, or ready ServerSentEventMessages);
+    `close` runs when the stream ends in any way. `done=False` leaves out the `[DONE]` sentinel
+    (llama.cpp's native routes and the pages have none)."""
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         try:
             try:
                 async with aclosing(events):
                     async for obj in events:
-                        yield json_event(obj)
+                        yield obj if isinstance(obj, ServerSentEventMessage) else json_event(obj)
             except APIError as e:
                 yield json_event(e.body())
             if done:

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from litestar.types import Receive
+from prometheus_client import CollectorRegistry
 
 from inference import AsyncEngine
 
@@ -14,6 +15,7 @@ from .accounting import Accounting
 from .admission import Admission
 from .errors import APIError
 from .generation import Generation, Part
+from .metrics import ServerCollector
 from .protocol.common import InfillTokens, ModelCard
 from .settings import ServerSettings
 
@@ -28,7 +30,9 @@ class ServerState:
         self.model_id = core.model_info.name
         self.created = int(time.time())
         self.admission = Admission(core.config.max_num_seqs, settings.max_queue, settings.retry_after)
-        self.accounting = Accounting()
+        self.registry = CollectorRegistry()  # this app's metrics, not prometheus-client's global registry
+        self.accounting = Accounting(self.registry)
+        self.registry.register(ServerCollector(self))
         self.generations: set[Generation] = set()
         self._shutdown_timer: asyncio.TimerHandle | None = None
 
@@ -58,8 +62,9 @@ class ServerState:
             raise APIError(404, f"The model `{requested}` does not exist; this server serves `{self.model_id}`.",
                            param="model", code="model_not_found")
 
-    def generate(self, parts: list[Part], receive: Receive | None) -> Generation:
-        return Generation(self, parts, receive)
+    def generate(self, parts: list[Part], receive: Receive | None, ability: str) -> Generation:
+        """Admit and start the engine work of a request of `ability` (completion, infilling, chat)."""
+        return Generation(self, parts, receive, ability)
 
     def model_card(self) -> ModelCard:
         tok = self.tokenizer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from inference import LLMEngine
 from inference.prompts import chat_prompt
 from inference.tokenizer import Tokenizer
 from tests.models import OWN_TOKENIZER, chain, scripted_llama, tiny_llama
+from tests.web import page_script
 from web.app import create_app
 from web.server import make_server
 from web.settings import ServerSettings
@@ -90,20 +92,52 @@ def make_script() -> tuple[Script, dict[int, int]]:
     prompt = "def add(a, b):"
     script = Script(tok, prompt, tok.encode("\n    return a + b", bos=False), tok.encode_infilling(" return x"),
                     tok.encode("Use sorted(xs).", bos=False))
+    return script, chains_of(script, tok.eos_id)
+
+
+def chains_of(script: Script, chat_end: int) -> dict[int, int]:
+    """The successor map of a script's three chains; the chat answer goes on to `chat_end`."""
+    tok = script.tok
     chat_last = chat_prompt(tok, [{"role": "user", "content": "hi"}]).token_ids[-1]
     successor: dict[int, int] = {}
-    for ids in ([tok.encode(prompt)[-1], *script.completion_ids, tok.eos_id],
+    for ids in ([tok.encode(script.completion_prompt)[-1], *script.completion_ids, tok.eos_id],
                 [tok.infill_id("middle"), *script.infill_ids, tok.infill_id("eot")],
-                [chat_last, *script.chat_ids, tok.eos_id]):
+                [chat_last, *script.chat_ids, chat_end]):
         for key, value in chain(ids).items():
             assert successor.setdefault(key, value) == value, "the scripted chains must not share a token"
-    return script, successor
+    return successor
+
+
+def make_page_script() -> tuple[Script, dict[int, int]]:
+    """The pages' script (tests/web/page_script.py): after its finite part the chat answer
+    cycles without end, so that Stop always lands mid-answer (max_tokens asks for the finite part)."""
+    tok = Tokenizer(OWN_TOKENIZER)
+    chat_last = chat_prompt(tok, [{"role": "user", "content": "hi"}]).token_ids[-1]
+    used = {tok.bos_id, tok.eos_id, chat_last, tok.encode(page_script.COMPLETION_PROMPT)[-1],
+            *(tok.infill_id(k) for k in ("prefix", "suffix", "middle", "eot"))}
+    spell = partial(page_script.distinct_pieces, tok, used=used)
+    script = Script(tok, page_script.COMPLETION_PROMPT, spell(page_script.COMPLETION_TEXT),
+                    spell(page_script.INFILL_TEXT), spell(page_script.CHAT_TEXT))
+    cycle = spell(page_script.CYCLE_TEXT)
+    return script, {**chains_of(script, cycle[0]), **chain(cycle), cycle[-1]: cycle[0]}
 
 
 @pytest.fixture(scope="session")
 def script_model(tmp_path_factory) -> tuple[Script, Path]:
     script, successor = make_script()
     return script, scripted_llama(tmp_path_factory.mktemp("scripted") / "scripted-codellama", successor)
+
+
+@pytest.fixture(scope="session")
+def page_model(tmp_path_factory) -> tuple[Script, Path]:
+    script, successor = make_page_script()
+    return script, scripted_llama(tmp_path_factory.mktemp("page-scripted") / "page-codellama", successor)
+
+
+def page_engine(model_dir: Path, **kwargs) -> LLMEngine:
+    """An engine over the pages' scripted model, with all its abilities declared."""
+    return LLMEngine(model_dir, num_kv_blocks=kwargs.pop("num_kv_blocks", 128), max_model_len=1024,
+                     capabilities=["completion", "infilling", "chat"], **kwargs)
 
 
 @pytest.fixture(scope="session")

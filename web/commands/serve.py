@@ -28,7 +28,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="sequences that may wait beyond those; more get 429 (default 256)")
     g.add_argument("--tp", type=int, default=1, metavar="N", help="tensor-parallel GPUs (default 1)")
     g.add_argument("--api-keys", nargs="+", default=[], metavar="KEY",
-                   help="accept only requests with `Authorization: Bearer KEY`")
+                   help="accept only requests with `Authorization: Bearer KEY` (the pages ask for one once)")
+    g.add_argument("--admin-key", metavar="KEY",
+                   help="the key for /admin and /metrics (default: the first API key; without keys they are open)")
     g.add_argument("--cors-origins", nargs="+", default=[], metavar="ORIGIN",
                    help="origins browsers may call the API from (e.g. http://localhost:3000, or *)")
     g.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from web.server import serve
     from web.settings import ServerSettings
 
-    settings = ServerSettings(api_keys=tuple(args.api_keys), max_queue=args.max_queue,
+    settings = ServerSettings(api_keys=tuple(args.api_keys), admin_key=args.admin_key, max_queue=args.max_queue,
                               cors_origins=tuple(args.cors_origins), shutdown_grace=args.shutdown_grace)
     engine = LLMEngine(args.workspace, model_name=args.model_name, capabilities=args.capabilities,
                        tensor_parallel_size=args.tp, **engine_kwargs(args))

@@ -86,7 +86,7 @@ class ChatController(Controller):
         max_tokens = data.max_completion_tokens if data.max_completion_tokens is not None else data.max_tokens
         params = openai_sampling_params(data, max_tokens, (data.top_logprobs or 0) if data.logprobs else None)
         answer = _Answer(serving, data)
-        gen = serving.generate([Part(prompt, params)], request.receive)
+        gen = serving.generate([Part(prompt, params)], request.receive, "chat")
         return await gen.respond(bool(data.stream), answer.events, answer.whole)
 
 

@@ -74,7 +74,8 @@ class CompletionsController(Controller):
         params = openai_sampling_params(data, data.max_tokens, data.logprobs)
         echo = [x if isinstance(x, str) else serving.tokenizer.decode(x) for x in items] if data.echo else None
         answer = _Answer(serving, data, echo)
-        gen = serving.generate([Part(p, params) for p in prompts], request.receive)
+        gen = serving.generate([Part(p, params) for p in prompts], request.receive,
+                               "completion" if data.suffix is None else "infilling")
         return await gen.respond(bool(data.stream), answer.events, answer.whole)
 
 

@@ -58,7 +58,7 @@ class LlamaCppController(Controller):
             top_p=data.top_p, min_p=data.min_p, seed=data.seed if data.seed >= 0 else None, stop=data.stop,
             repetition_penalty=data.repeat_penalty, presence_penalty=data.presence_penalty,
             frequency_penalty=data.frequency_penalty, ignore_eos=data.ignore_eos)
-        gen = serving.generate([Part(prompt, params)], request.receive)
+        gen = serving.generate([Part(prompt, params)], request.receive, "infilling")
 
         def whole(outs: list[RequestOutput], usage: Usage) -> InfillResult:
             return _last_chunk(serving, outs[0], outs[0].outputs[0].text, usage)

@@ -1,0 +1,91 @@
+"""/admin, for operators: what the engine and the server are doing, live (the numbers poll
+/admin/live every second), with charts of the last minutes and the engine's configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.response import Template
+
+from ..history import History
+from ..state import ServerState
+from ..auth import OPERATOR, requires
+from .charts import line_chart
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
+
+
+def live_numbers(serving: ServerState, history: History) -> dict:
+    core = serving.engine.engine
+    blocks, accounting = core.blocks, serving.accounting
+    errors = Counter()
+    for (_, _, status), count in accounting.responses.items():
+        if status >= 400:
+            errors[status] += count
+    rates = history.recent_rates()
+    latencies = {name: {"p50": _ms(lat.quantile(0.5)), "p99": _ms(lat.quantile(0.99)), "count": lat.count}
+                 for name, lat in (("ttft", accounting.ttft), ("tpot", accounting.tpot), ("e2e", accounting.e2e))}
+    return {
+        "running": len(core.scheduler.running), "waiting": len(core.scheduler.waiting),
+        "admitted": serving.admission.in_flight, "capacity": serving.admission.capacity,
+        "blocks_used": blocks.num_blocks - blocks.num_free_blocks, "blocks_total": blocks.num_blocks,
+        "kv_usage": blocks.usage,
+        "prefix_hit_rate": blocks.prefix_hits / blocks.prefix_queries if blocks.prefix_queries else None,
+        "prompt_tps": rates.prompt if rates else None, "generation_tps": rates.generation if rates else None,
+        "prompt_tokens": core.stats.prompt_tokens, "generation_tokens": core.stats.generation_tokens,
+        "latencies": latencies, "preemptions": core.scheduler.num_preemptions,
+        "finished_requests": accounting.finished_requests,
+        "errors": sorted(errors.items()), "ended_early": sorted(accounting.ended_early.items()),
+        "by_ability": sorted(accounting.requests.items()),
+    }
+
+
+def charts(history: History) -> list:
+    now, span = time.monotonic(), history.samples.maxlen * history.interval
+    samples, rates = list(history.samples), history.rates()
+    return [
+        line_chart("Sequences", "", [("running", "c1", [(s.time, s.running) for s in samples]),
+                                     ("waiting", "c2", [(s.time, s.waiting) for s in samples])], now, span),
+        line_chart("KV cache used", "%", [("used", "c1", [(s.time, 100 * s.kv_usage) for s in samples])], now, span,
+                   top=100),
+        line_chart("Tokens / s", "", [("prompt", "c2", [(r.time, r.prompt) for r in rates]),
+                                      ("generation", "c1", [(r.time, r.generation) for r in rates])], now, span),
+    ]
+
+
+def configuration(serving: ServerState) -> dict:
+    core, settings = serving.engine.engine, serving.settings
+    info = serving.model_info
+    return {
+        "model": {"name": info.name, "variant": info.variant, "size": info.size,
+                  "abilities": ", ".join(info.capabilities), "directory": str(core.model_dir)},
+        "engine": {**dataclasses.asdict(core.config), "kv blocks in the pool": core.blocks.num_blocks,
+                   "device": str(core.device), "dtype": str(core.dtype).removeprefix("torch.")},
+        "server": {"max_queue": settings.max_queue, "api keys": len(settings.api_keys),
+                   "operator key": "set" if settings.operator_key else "none (open)",
+                   "cors_origins": ", ".join(settings.cors_origins) or "none",
+                   "max_body_bytes": settings.max_body_bytes, "shutdown_grace": settings.shutdown_grace},
+    }
+
+
+class AdminController(Controller):
+    path = "/admin"
+    guards = [requires(OPERATOR)]
+    include_in_schema = False
+
+    @get("/", sync_to_thread=False)
+    def page(self, serving: NamedDependency[ServerState], history: NamedDependency[History]) -> Template:
+        return Template(template_name="admin.html",
+                        context={"live": live_numbers(serving, history), "charts": charts(history),
+                                 "config": configuration(serving), "model": serving.model_info})
+
+    @get("/live", sync_to_thread=False)
+    def live(self, serving: NamedDependency[ServerState], history: NamedDependency[History]) -> Template:
+        return Template(template_name="partials/admin_live.html",
+                        context={"live": live_numbers(serving, history), "charts": charts(history)})
