@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         record["engine"] = latency.run(args.shape, copy_bw=copy_bw, enforce_eager=args.enforce_eager)
         if args.baseline:
             from inference.bench import hf_baseline
+            common.write_json(args.out, record)  # kept should the baseline's compilation not finish
             record["baseline"] = hf_baseline.run(args.shape, batches=(1,))
     elif args.what == "throughput":
         from inference.bench import throughput
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
                                           max_num_seqs=args.max_num_seqs)
         if args.baseline:
             from inference.bench import hf_baseline
+            common.write_json(args.out, record)
             record["baseline"] = hf_baseline.run(args.shape, batches=(32,), prompt_len=128, new_tokens=128)
     elif args.what == "serve":
         from inference.bench import serve

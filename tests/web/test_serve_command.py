@@ -18,8 +18,8 @@ def test_host_and_port_positionally_or_as_flags(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["serve", "./ws", "127.0.0.1", "8000", "--port", "9000"], "port given twice"),
-    (["serve", "--tp", "2"], "--tp 2: tensor parallelism is not in the engine yet"),
+    (["serve", "--tp", "3"], "is not divisible by the tensor-parallel size 3"),
 ])
-def test_contradictions_and_unavailable_options_are_clear_errors(capsys, argv, message):
+def test_contradictions_and_impossible_options_are_clear_errors(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
