@@ -92,7 +92,8 @@ class TensorParallelRunner(ModelRunner):
 
     def __init__(self, model_config: ModelConfig, engine_config: EngineConfig, model_dir, dtype: torch.dtype,
                  device: torch.device, sample_vocab_size: int, world: int, load_format: str = "auto"):
-        if device.type == "cuda" and (device.index or 0) + world > torch.cuda.device_count():
+        device = _rank_device(device, 0)  # "cuda" means the first of the ranks' GPUs
+        if device.type == "cuda" and device.index + world > torch.cuda.device_count():
             raise ValueError(f"tensor parallelism over {world} GPUs needs {world} GPUs from {device}; "
                              f"this machine has {torch.cuda.device_count()}")
         check = TensorParallel(0, world)  # refuse an impossible split before starting any process
