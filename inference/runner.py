@@ -81,7 +81,9 @@ class ModelRunner:
             warm_up_attention(self.model.layers[0].num_heads, self.model.num_local_kv_heads, cfg.head_dim, bs,
                               dtype, device)
         self.graphs = None
-        if cuda and not engine_config.enforce_eager:
+        # tensor-parallel ranks run eagerly: torch.distributed's NCCL all-reduce inside a captured
+        # graph hung the one two-GPU run made so far (capturable collectives need NCCL directly)
+        if cuda and not engine_config.enforce_eager and tp.size == 1:
             self.graphs = DecodeGraphs(self.model, self.kv_cache, engine_config.max_num_seqs,
                                        -(-engine_config.max_model_len // bs), engine_config.max_model_len,
                                        self.num_sms)

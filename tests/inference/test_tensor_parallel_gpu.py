@@ -1,4 +1,4 @@
-"""Tensor parallelism on two GPUs: NCCL all-reduces, CUDA graphs captured on both ranks."""
+"""Tensor parallelism on two GPUs: NCCL broadcasts and all-reduces between two processes."""
 
 import pytest
 import torch
@@ -18,7 +18,6 @@ def test_two_gpus_generate_what_one_does(tmp_path):
     single = LLM(model_dir, **kw).generate(prompts, params)
     llm = LLM(model_dir, tensor_parallel_size=2, **kw)
     try:
-        assert llm.engine.runner.graphs is not None  # decode steps replay graphs with NCCL inside
         sharded = llm.generate(prompts, params)
         assert [o.outputs[0].token_ids for o in sharded] == [o.outputs[0].token_ids for o in single]
         assert_pool_full(llm.engine)
