@@ -54,10 +54,6 @@ class RequestOutput:
     metrics: RequestMetrics
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
 
-    @property
-    def num_generated_tokens(self) -> int:
-        return sum(len(o.token_ids) for o in self.outputs)
-
     def merge(self, later: "RequestOutput") -> None:
         """Fold a later delta of the same request into this one (a consumer that fell behind gets
         one delta for several steps)."""

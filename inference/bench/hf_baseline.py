@@ -9,7 +9,8 @@ import torch
 from .common import shape_config
 
 
-def run(shape: str, batches=(1, 32), prompt_len: int = 128, new_tokens: int = 256) -> dict:
+def random_hf_model(shape: str):
+    """transformers' LlamaForCausalLM of a Code Llama shape, bf16, initialised on the GPU."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(**shape_config(shape))
@@ -17,9 +18,13 @@ def run(shape: str, batches=(1, 32), prompt_len: int = 128, new_tokens: int = 25
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device("cuda"):
-            model = LlamaForCausalLM(config).eval()
+            return LlamaForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default)
+
+
+def run(shape: str, batches=(1, 32), prompt_len: int = 128, new_tokens: int = 256) -> dict:
+    model = random_hf_model(shape)
     model.generation_config.eos_token_id = None  # never stop early
     results = {}
     for batch in batches:

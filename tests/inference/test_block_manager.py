@@ -26,7 +26,6 @@ def test_slots_and_growth():
     assert len(s.block_table) == 2
     bm.append_slots(s, 3)
     assert len(s.block_table) == 3
-    assert bm.slot(s, 5) == s.block_table[1] * 4 + 1
     bm.free(s)
     assert bm.num_free_blocks == 8 and s.block_table == []
 

@@ -9,7 +9,8 @@ top two are clearly apart, and generate the same greedy tokens up to the first n
 import pytest
 import torch
 
-from inference.bench.common import make_engine, shape_config
+from inference.bench.common import make_engine
+from inference.bench.hf_baseline import random_hf_model
 from inference.sampling_params import SamplingParams
 from inference.weights import load_tensors
 from tests.engine_steps import logits_per_step
@@ -20,17 +21,8 @@ TIE_FACTOR = 4  # a near-tie: a top-2 margin (float32) under 4x transformers' ow
 
 @pytest.fixture(scope="module")
 def models():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(**shape_config("7b"))
     torch.manual_seed(0)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device("cuda"):
-            hf = LlamaForCausalLM(config).eval()
-    finally:
-        torch.set_default_dtype(default)
+    hf = random_hf_model("7b")
     engine = make_engine("7b", num_kv_blocks=512, max_num_seqs=8, max_model_len=2048)
     load_tensors(engine.runner.model, hf.state_dict())  # the same weights in both
     yield hf, engine

@@ -66,7 +66,7 @@ def test_abort_frees_blocks_at_once():
     step(sched)
     assert sched.blocks.num_free_blocks < 16
     assert sched.abort("r0") == [a]
-    assert a.finish_reason == "abort" and sched.blocks.num_free_blocks == 16 and not sched.has_work
+    assert a.finish_reason == "abort" and sched.blocks.num_free_blocks == 16 and not sched.running and not sched.waiting
 
 
 def test_stop_conditions_finish_sequences():
