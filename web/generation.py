@@ -1,11 +1,11 @@
 """The engine work behind one HTTP request: one engine request per prompt, merged into one stream
 of (prompt index, output delta), and ended exactly once, however the request ends.
 
-    route -> Generation -> AsyncEngine.generate (one pump task per prompt) -> queue -> SSE / JSON
+    route -> Generation -> AsyncEngine.submit (per prompt) -> one mailbox -> SSE / JSON
 
 It holds the request's admission slots, watches for the client going away, and can be ended
-from outside (shutdown, a page's Stop button). Ending it cancels the pump tasks, which leaves
-`AsyncEngine.generate` and so aborts the engine requests before the engine's next step."""
+from outside (shutdown, a page's Stop button). Ending it aborts the engine requests before the
+engine's next step."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from litestar import Response
 from litestar.types import Receive
 
 from inference import CompletionOutput, RequestOutput, SamplingParams
+from inference.async_engine import OutputMailbox
 from inference.prompts import Prompt
 
 from .errors import APIError
@@ -44,11 +45,10 @@ class Generation:
         self.parts = parts
         self._serving = serving
         # the recipe for a prompt of an ability: its stop tokens and strings join the request's
-        self._params = [p.prompt.sampling_params(p.params) for p in parts]
-        self._validate()
+        requests = self._make_requests()
         self._release = serving.admission.acquire(sum(p.params.n for p in parts))
         serving.accounting.count_request(ability)
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._mailbox = OutputMailbox()
         self._unfinished = set(range(len(parts)))
         self.prompt_tokens = [0] * len(parts)
         self.cached_tokens = [0] * len(parts)
@@ -56,27 +56,29 @@ class Generation:
         self._closed = False
         self._end_reason: str | None = None
         serving.generations.add(self)
-        self._tasks = [asyncio.create_task(self._pump(i, part)) for i, part in enumerate(parts)]
+        self._tasks: list[asyncio.Task] = []
+        for index, request in enumerate(requests):
+            serving.engine.submit(request, self._mailbox.deliver_to(index))
         if receive is not None:
             self.watch(receive)
 
-    def _validate(self) -> None:
-        """Check every prompt now, as the engine will when it takes them, so that a bad request is
-        an HTTP 400 before a stream's headers go out (the engine checks again; it is cheap)."""
+    def _make_requests(self) -> list:
+        """Check every prompt before any starts, so that a bad request is an HTTP 400 before a
+        stream's headers go out and leaves nothing running."""
         core = self._serving.engine.engine
-        for index, (part, params) in enumerate(zip(self.parts, self._params)):
+        requests = []
+        for index, part in enumerate(self.parts):
+            # the recipe for a prompt of an ability: its stop tokens and strings join the request's
+            params = part.prompt.sampling_params(part.params)
             try:
-                core.make_request(f"{self.id}-{index}", part.prompt.token_ids, params, part.prompt.continues_prompt)
+                requests.append(core.make_request(self._request_id(index), part.prompt.token_ids, params,
+                                                  part.prompt.continues_prompt))
             except ValueError as e:  # the engine's messages are written for the user
                 raise APIError(400, str(e)) from None
+        return requests
 
-    async def _pump(self, index: int, part: Part) -> None:
-        try:
-            async for out in self._serving.engine.generate(f"{self.id}-{index}", part.prompt.token_ids,
-                                                           self._params[index], part.prompt.continues_prompt):
-                self._queue.put_nowait((index, out))
-        except Exception as e:  # validated already: this is the engine failing
-            self._queue.put_nowait(APIError(500, f"generation failed: {e}"))
+    def _request_id(self, index: int) -> str:
+        return f"{self.id}-{index}"
 
     def watch(self, receive: Receive) -> None:
         """End when this connection's client goes away (a page's stream is fetched by a later
@@ -95,15 +97,18 @@ class Generation:
         """End early: the engine requests are aborted now and the consumer gets `error` next."""
         if self._end_reason is None:
             self._end_reason = error.code or str(error.status_code)
-        self._queue.put_nowait(error)
-        self._cancel_tasks()
+        self._mailbox.put(None, error)
+        self._abort_requests()
 
     def close(self) -> None:
         """Release everything; idempotent, synchronous (safe in any `finally`)."""
         if self._closed:
             return
         self._closed = True
-        self._cancel_tasks()
+        self._abort_requests()
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
         self._release()
         self._serving.generations.discard(self)
         if self._unfinished:
@@ -113,21 +118,20 @@ class Generation:
     def closed(self) -> bool:
         return self._closed
 
-    def _cancel_tasks(self) -> None:
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+    def _abort_requests(self) -> None:
+        for index in self._unfinished:
+            self._serving.engine.abort(self._request_id(index))
 
     # --- consuming ---------------------------------------------------------------------------------
 
     async def _next(self) -> tuple[int, RequestOutput]:
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        index, out = item
+        index, out = await self._mailbox.get()
+        if isinstance(out, APIError):
+            raise out
+        if isinstance(out, BaseException):  # validated already: this is the engine failing
+            raise APIError(500, f"generation failed: {out}")
         self._account(index, out)
-        return item
+        return index, out
 
     def _account(self, index: int, out: RequestOutput) -> None:
         self.prompt_tokens[index] = len(out.prompt_token_ids)

@@ -33,6 +33,12 @@ class ServerCollector(Collector):
             (counter, "num_preemptions", "Sequences preempted to free KV blocks", scheduler.num_preemptions),
             (counter, "prompt_tokens", "Prompt tokens computed (prefix-cache hits excluded)", stats.prompt_tokens),
             (counter, "generation_tokens", "Tokens generated", stats.generation_tokens),
+            (counter, "engine_steps", "Engine steps run", stats.steps),
+            # where the engine thread's time goes: a busy server has most of it waiting on the GPU
+            (counter, "engine_launch_seconds", "Engine host time scheduling, preparing and queueing steps",
+             stats.launch_seconds),
+            (counter, "engine_wait_seconds", "Engine host time waiting for the GPU's results", stats.wait_seconds),
+            (counter, "engine_output_seconds", "Engine host time turning results into outputs", stats.output_seconds),
             (gauge, "num_sequences_admitted", "Sequences admitted (running or queued); past the capacity, 429",
              serving.admission.in_flight),
             (gauge, "admission_capacity", "Sequences that may be admitted at once", serving.admission.capacity),

@@ -2,7 +2,9 @@
 Poisson arrivals at a request rate (still at most N in flight), each sending a random prompt of
 exactly `prompt_len` token ids to /v1/completions and reading `max_tokens` tokens back (greedy,
 ignore_eos). Reports time to first token (TTFT) and time per output token (TPOT, after the
-first) at p50 / p99, and output tokens per second over the whole run."""
+first) at p50 / p99, and output tokens per second over the whole run; and, where /metrics answers,
+how the server's engine spent the run (steps, and host time launching / waiting on the GPU /
+making outputs): an engine that waits on the GPU most of the time is not held back by the server."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 
 _TAIL = 16384  # bytes kept from the end of a stream: enough for the usage chunk
@@ -54,6 +57,19 @@ async def _stream_one(client: httpx.AsyncClient, prompt: list[int], max_tokens: 
     return _Result(first - start, (last - first) / (tokens - 1) if tokens > 1 else None, tokens)
 
 
+_ENGINE_COUNTERS = ("steps", "launch_seconds", "wait_seconds", "output_seconds")
+
+
+async def _engine_counters(client: httpx.AsyncClient) -> dict[str, float] | None:
+    """The server engine's counters from /metrics (None where it is not open to this key)."""
+    r = await client.get("/metrics")
+    if r.status_code != 200:
+        return None
+    wanted = {f"codellama:engine_{name}_total": name for name in _ENGINE_COUNTERS}
+    return {wanted[s.name]: s.value for family in text_string_to_metric_families(r.text)
+            for s in family.samples if s.name in wanted}
+
+
 def _ms(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 3) if values else None
 
@@ -80,6 +96,7 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
         # distinct random prompts (ids past the control pieces), so the prefix cache gives nothing away
         prompts = [[rng.randrange(3, vocab) for _ in range(prompt_len)] for _ in range(num_requests)]
         arrivals: asyncio.Queue = asyncio.Queue()
+        counters_before = await _engine_counters(client)
 
         async def worker(client: httpx.AsyncClient) -> None:
             """One of `concurrency` clients: takes the next arrived prompt until none is left."""
@@ -99,6 +116,7 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
             arrivals.put_nowait(None)
         await asyncio.gather(*workers)
         duration = time.perf_counter() - start
+        counters_after = await _engine_counters(client)
     ttfts = [r.ttft for r in results]
     tpots = [r.tpot for r in results if r.tpot is not None]
     output_tokens = sum(r.output_tokens for r in results)
@@ -109,4 +127,6 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
         "output_tok_per_s": round(output_tokens / duration, 2), "requests_per_s": round(len(results) / duration, 3),
         "ttft_p50_ms": _ms(ttfts, 50), "ttft_p99_ms": _ms(ttfts, 99),
         "tpot_p50_ms": _ms(tpots, 50), "tpot_p99_ms": _ms(tpots, 99),
+        "server_engine": counters_before and counters_after and
+        {name: round(counters_after[name] - counters_before[name], 3) for name in _ENGINE_COUNTERS},
     }

@@ -22,6 +22,8 @@ ENGINE_METRICS = {
     "codellama:time_to_first_token_seconds": "histogram", "codellama:time_per_output_token_seconds": "histogram",
     "codellama:e2e_request_latency_seconds": "histogram", "codellama:http_requests": "counter",
     "codellama:requests": "counter", "codellama:requests_ended_early": "counter",
+    "codellama:engine_steps": "counter", "codellama:engine_launch_seconds": "counter",
+    "codellama:engine_wait_seconds": "counter", "codellama:engine_output_seconds": "counter",
 }
 
 
@@ -75,6 +77,9 @@ def test_metrics_move_after_a_request(client, page_model):
     assert moved("codellama:http_requests", "_total", method="POST", route="/v1/completions", status="200") == 1
     assert moved("codellama:http_requests", "_total", method="POST", route="/v1/completions", status="400") == 1
     assert moved("codellama:requests", "_total", ability="completion") == 1
+    # a 16-token answer takes at least 16 steps, each with host time launching it and making its outputs
+    assert moved("codellama:engine_steps", "_total") >= usage["completion_tokens"]
+    assert all(moved(f"codellama:engine_{part}_seconds", "_total") > 0 for part in ("launch", "output"))
     assert value(after, "codellama:time_to_first_token_seconds", "_bucket", le="+Inf") == \
         value(after, "codellama:time_to_first_token_seconds", "_count")
 

@@ -17,6 +17,8 @@ async def test_concurrent_clients_report_latencies_and_throughput(random_server)
     assert report["output_tok_per_s"] == pytest.approx(48 / report["duration_s"], rel=0.01)
     assert 0 < report["ttft_p50_ms"] <= report["ttft_p99_ms"] < 1000 * report["duration_s"]
     assert 0 < report["tpot_p50_ms"] <= report["tpot_p99_ms"]
+    engine = report["server_engine"]  # the run alone: 6 tokens take at least 6 steps, and no more than 8 × 6
+    assert 6 <= engine["steps"] <= 48 and engine["launch_seconds"] > 0 and engine["output_seconds"] > 0
     assert random_server.serving.accounting.finished_requests == finished + 8
     assert wait_for(lambda: pool_full(random_server.engine))
 

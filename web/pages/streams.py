@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEventMessage, Stream
 
 from inference.outputs import RequestMetrics
 
@@ -90,7 +90,7 @@ class PageStreams:
         generation.end(error)
         generation.close()
 
-    def stream(self, answer: PageAnswer, render_done: Callable[..., str]) -> ServerSentEvent:
+    def stream(self, answer: PageAnswer, render_done: Callable[..., str]) -> Stream:
         """Stream a claimed answer; `render_done(answer, text, finish_reason, note, stats)` is the
         HTML of the finished answer."""
         generation = answer.generation
