@@ -2,8 +2,9 @@
 
 from .async_engine import AsyncEngine
 from .engine import LLMEngine
+from .engine_process import EngineProcess
 from .llm import LLM
 from .outputs import CompletionOutput, RequestOutput, TokenLogprob
 from .sampling_params import SamplingParams
 
-__all__ = ["AsyncEngine", "CompletionOutput", "LLM", "LLMEngine", "RequestOutput", "SamplingParams", "TokenLogprob"]
+__all__ = ["AsyncEngine", "CompletionOutput", "EngineProcess", "LLM", "LLMEngine", "RequestOutput", "SamplingParams", "TokenLogprob"]

@@ -1,67 +1,31 @@
-"""asyncio front of the engine: many concurrent `generate` streams over one batched loop.
+"""The engine on a thread of this process, behind the asyncio front (`EngineFront`).
 
-    event loop                               engine thread
-    submit(): queue "add"              --->  apply adds / aborts, step(), step(), ...
-    each request's `deliver` callback  <---  one call_soon_threadsafe per step with all outputs
+    event loop                            engine thread
+    submit() / abort(): to the inbox --->  apply adds / aborts, step(), step(), ...
+    _deliver(outputs)                <---  one call_soon_threadsafe per step
 
-The scheduling loop runs on a thread of its own, so the GPU is kept fed however busy the event
-loop is with HTTP; the event loop gets one callback per step, which hands each output straight to
-its consumer's mailbox (no task in between: every wakeup per token costs the engine thread GIL
-time). A consumer slower than the engine finds several steps' deltas in its mailbox and takes them
-merged into one, so that a saturated server spends less per token exactly when it has least to
-spare. An abort takes effect before the engine's next step.
-"""
+The scheduling loop runs on a thread of its own, so the GPU is kept fed while the event loop
+serves HTTP; but the two share one interpreter lock. A server under heavy load runs the engine in
+a process of its own instead (`EngineProcess`)."""
 
 from __future__ import annotations
 
 import asyncio
 import queue
 import threading
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable
-from functools import partial
 
-from .engine import LLMEngine, RequestState
-from .outputs import RequestOutput
-from .sampling_params import SamplingParams
-
-Deliver = Callable[[RequestOutput | BaseException], None]
+from .engine import EngineGauges, LLMEngine
+from .engine_front import EngineFront
+from .requests import RequestState
 
 
-class OutputMailbox:
-    """The outputs of one or more requests, each filed under a key, taken in arrival order.
-    Consecutive deltas under one key are taken merged into one; an exception ends its key."""
-
-    def __init__(self) -> None:
-        self._items: deque[tuple[Hashable, RequestOutput | BaseException]] = deque()
-        self._ready = asyncio.Event()
-
-    def deliver_to(self, key: Hashable) -> Deliver:
-        return partial(self.put, key)
-
-    def put(self, key: Hashable, item: RequestOutput | BaseException) -> None:
-        self._items.append((key, item))
-        self._ready.set()
-
-    async def get(self) -> tuple[Hashable, RequestOutput | BaseException]:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        key, item = self._items.popleft()
-        items = self._items
-        while isinstance(item, RequestOutput) and not item.finished and items and items[0][0] == key:
-            later = items.popleft()[1]
-            if isinstance(later, BaseException):
-                item = later
-            else:
-                item.merge(later)
-        return key, item
-
-
-class AsyncEngine:
+class AsyncEngine(EngineFront):
     def __init__(self, engine: LLMEngine):
+        super().__init__()
         self.engine = engine
-        self._consumers: dict[str, Deliver] = {}  # touched on the event loop only
+        self.tokenizer = engine.tokenizer
+        self.info = engine.info
+        self.request_maker = engine.request_maker  # safe to use while a step runs
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # ("add", state) / ("abort", id), to the thread
         self._wake = threading.Event()
         self._stopping = False
@@ -69,9 +33,6 @@ class AsyncEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        self._start()
-
-    def _start(self) -> None:
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
             self._stopping = False
@@ -87,48 +48,19 @@ class AsyncEngine:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self._apply_inbox()
-        unfinished = list(self.engine.requests)
-        for request_id in unfinished:
+        for request_id in list(self.engine.requests):
             self.engine.abort(request_id)
         self._fail(list(self._consumers), RuntimeError("the engine stopped"))
         self.engine.shutdown()
 
-    def submit(self, state: RequestState, deliver: Deliver) -> None:
-        """Start a request made by `engine.make_request`; its output deltas are handed to
-        `deliver` on the event loop (the last has `finished` set; an exception ends it instead).
-        Call on the event loop."""
-        if state.request_id in self._consumers:
-            raise ValueError(f"request id {state.request_id!r} is already running")
-        self._start()
-        self._consumers[state.request_id] = deliver
+    def gauges(self) -> EngineGauges:
+        return self.engine.gauges()  # only ints and lengths: safe while the engine steps
+
+    def _add(self, state: RequestState) -> None:
         self._send(("add", state))
 
-    async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams,
-                       continues_prompt: bool = True) -> AsyncIterator[RequestOutput]:
-        """Stream a request's output deltas; the last one has `finished` set. Raises ValueError
-        for an invalid request before anything is queued. Leaving the iteration early (a client
-        that went away) aborts the request."""
-        if request_id in self._consumers:
-            raise ValueError(f"request id {request_id!r} is already running")
-        mailbox = OutputMailbox()
-        self.submit(self.engine.make_request(request_id, prompt, params, continues_prompt),
-                    mailbox.deliver_to(request_id))
-        finished = False
-        try:
-            while not finished:
-                _, item = await mailbox.get()
-                if isinstance(item, BaseException):
-                    raise item
-                finished = item.finished
-                yield item
-        finally:
-            if not finished:
-                self.abort(request_id)
-
-    def abort(self, request_id: str) -> None:
-        """Stop a request (a no-op once it has finished); nothing more is delivered for it."""
-        if self._consumers.pop(request_id, None) is not None:
-            self._send(("abort", request_id))
+    def _abort(self, request_id: str) -> None:
+        self._send(("abort", request_id))
 
     def _send(self, message: tuple) -> None:
         self._inbox.put(message)
@@ -165,20 +97,3 @@ class AsyncEngine:
                 self.engine.add(payload)
             else:
                 self.engine.abort(payload)
-
-    # --- back on the event loop --------------------------------------------------------------------
-
-    def _deliver(self, outputs: list[RequestOutput]) -> None:
-        consumers = self._consumers
-        for out in outputs:
-            deliver = consumers.get(out.request_id)
-            if deliver is not None:
-                if out.finished:
-                    del consumers[out.request_id]
-                deliver(out)
-
-    def _fail(self, request_ids: list[str], error: Exception) -> None:
-        for request_id in request_ids:
-            deliver = self._consumers.pop(request_id, None)
-            if deliver is not None:
-                deliver(error)

@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-import itertools
-import secrets
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,10 @@ import torch
 
 from .block_manager import BlockManager
 from .config import EngineConfig, ModelConfig
-from .detokenizer import IncrementalDetokenizer
-from .model_info import load_model_info
+from .model_info import ModelInfo, load_model_info
 from .model_source import resolve_model_dir
-from .output_processor import SequenceOutput
-from .outputs import RequestMetrics, RequestOutput
+from .outputs import RequestOutput
+from .requests import RequestMaker, RequestState
 from .runner import LaunchedStep, ModelRunner, TokenSample
 from .sampling_params import SamplingParams
 from .scheduler import Batch, Finished, Scheduler
@@ -43,21 +41,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 @dataclass(slots=True)
-class RequestState:
-    request_id: str
-    prompt: str | None
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    seqs: list[Sequence]
-    outputs: list[SequenceOutput]
-    metrics: RequestMetrics
-
-    @property
-    def finished(self) -> bool:
-        return all(s.finished for s in self.seqs)
-
-
-@dataclass(slots=True)
 class EngineStats:
     """Counters since start, for the metrics pages."""
 
@@ -67,6 +50,33 @@ class EngineStats:
     launch_seconds: float = 0.0  # host time scheduling, preparing and queueing steps
     wait_seconds: float = 0.0  # host time waiting for the device's results
     output_seconds: float = 0.0  # host time turning results into outputs
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What a server needs to know of its engine, fixed once the engine has started."""
+
+    model_dir: Path
+    model_info: ModelInfo
+    config: EngineConfig
+    device: str
+    dtype: str
+    num_blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineGauges:
+    """The engine's numbers at one moment, for the metrics pages."""
+
+    running: int  # sequences in the running batch
+    waiting: int
+    unfinished_requests: int
+    free_blocks: int
+    kv_usage: float
+    prefix_queries: int
+    prefix_hits: int
+    preemptions: int
+    stats: EngineStats
 
 
 class LLMEngine:
@@ -108,9 +118,10 @@ class LLMEngine:
                                                load_format)
         self.blocks = BlockManager(self.runner.num_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(self.config, self.blocks, self.tokenizer.eos_id)
+        self.request_maker = RequestMaker(self.tokenizer, self.config.max_model_len, block_size,
+                                          self.runner.num_blocks)
         self.requests: dict[str, RequestState] = {}
         self.stats = EngineStats()
-        self._seq_ids = itertools.count()
         self._in_flight: LaunchedStep | None = None
 
     # --- requests ----------------------------------------------------------------------------------
@@ -118,45 +129,8 @@ class LLMEngine:
     def make_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
                      continues_prompt: bool = True) -> RequestState:
         """Validate and tokenize a request without touching the engine's state (safe to call while
-        a step runs). Raises ValueError with a message fit for the user. `continues_prompt`: the
-        output's text continues the prompt's (a leading space is kept); False decodes it as a text
-        of its own, as Meta's chat reference does with an answer."""
-        if not isinstance(params, SamplingParams):
-            raise ValueError(f"params must be SamplingParams, got {type(params).__name__}")
-        text, ids = self._prompt_ids(prompt)
-        limit = self.config.max_model_len
-        if len(ids) >= limit:
-            raise ValueError(f"the prompt has {len(ids)} tokens; the context window is {limit} tokens "
-                             f"(the prompt must leave room for at least one new token)")
-        if params.max_tokens is not None and len(ids) + params.max_tokens > limit:
-            raise ValueError(f"the prompt ({len(ids)} tokens) plus max_tokens ({params.max_tokens}) exceeds "
-                             f"the context window of {limit} tokens")
-        longest = min(limit, len(ids) + (params.max_tokens or limit))
-        if self.blocks.blocks_for(longest) > self.blocks.num_blocks:
-            raise ValueError(f"the request needs up to {self.blocks.blocks_for(longest)} KV-cache blocks but "
-                             f"the pool has {self.blocks.num_blocks}; lower max_tokens or the prompt length")
-        seqs, outputs = [], []
-        started = continues_prompt and self.tokenizer.has_text(ids)
-        base_seed = params.seed if params.seed is not None else secrets.randbits(62)
-        for i in range(params.n):
-            seq = Sequence(next(self._seq_ids), request_id, i, list(ids), len(ids), params,
-                           seed=base_seed if i == 0 else hash((base_seed, i)), parent=seqs[0] if seqs else None)
-            seqs.append(seq)
-            outputs.append(SequenceOutput(i, IncrementalDetokenizer(self.tokenizer, started), params.stop))
-        return RequestState(request_id, text, ids, params, seqs, outputs, RequestMetrics(time.monotonic()))
-
-    def _prompt_ids(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
-        if isinstance(prompt, str):
-            if not prompt:
-                raise ValueError("the prompt is empty")
-            return prompt, self.tokenizer.encode(prompt, bos=True)
-        if not isinstance(prompt, (list, tuple)) or not prompt:
-            raise ValueError("the prompt must be a non-empty string or a non-empty list of token ids")
-        vocab = self.tokenizer.vocab_size
-        for t in prompt:
-            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
-                raise ValueError(f"prompt token id {t!r} is outside the vocabulary [0, {vocab})")
-        return None, list(prompt)
+        a step runs); see `RequestMaker.make`."""
+        return self.request_maker.make(request_id, prompt, params, continues_prompt)
 
     def add(self, state: RequestState) -> None:
         if state.request_id in self.requests:
@@ -172,6 +146,17 @@ class LLMEngine:
         """Stop a request now and free its blocks."""
         self.scheduler.abort(request_id)
         self.requests.pop(request_id, None)
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.model_dir, self.model_info, self.config, str(self.device),
+                          str(self.dtype).removeprefix("torch."), self.blocks.num_blocks)
+
+    def gauges(self) -> EngineGauges:
+        blocks, scheduler = self.blocks, self.scheduler
+        return EngineGauges(len(scheduler.running), len(scheduler.waiting), len(self.requests),
+                            blocks.num_free_blocks, blocks.usage, blocks.prefix_queries, blocks.prefix_hits,
+                            scheduler.num_preemptions, dataclasses.replace(self.stats))
 
     def shutdown(self) -> None:
         """Stop the other tensor-parallel ranks' processes, if any."""

@@ -28,6 +28,7 @@ from litestar.template import TemplateConfig
 from swagger_ui_bundle import swagger_ui_path
 
 from inference import AsyncEngine, LLMEngine
+from inference.engine_front import EngineFront
 
 from .accounting import AccountingMiddleware
 from .assets import asset_dir
@@ -75,10 +76,12 @@ def _templates() -> TemplateConfig:
     return TemplateConfig(directory=asset_dir("templates"), engine=JinjaTemplateEngine, engine_callback=helpers)
 
 
-def create_app(engine: LLMEngine | AsyncEngine, settings: ServerSettings | None = None) -> Litestar:
+def create_app(engine: LLMEngine | EngineFront, settings: ServerSettings | None = None) -> Litestar:
+    """The app over an engine: an `LLMEngine` runs on a thread of this process; a server under
+    load passes an `EngineProcess`."""
     settings = settings or ServerSettings()
-    serving = ServerState(engine if isinstance(engine, AsyncEngine) else AsyncEngine(engine), settings)
-    history = History(serving.engine.engine)
+    serving = ServerState(engine if isinstance(engine, EngineFront) else AsyncEngine(engine), settings)
+    history = History(serving.engine)
     streams = PageStreams()
 
     @asynccontextmanager

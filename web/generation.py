@@ -18,7 +18,7 @@ from litestar import Response
 from litestar.types import Receive
 
 from inference import CompletionOutput, RequestOutput, SamplingParams
-from inference.async_engine import OutputMailbox
+from inference.engine_front import OutputMailbox
 from inference.prompts import Prompt
 
 from .errors import APIError
@@ -65,13 +65,13 @@ class Generation:
     def _make_requests(self) -> list:
         """Check every prompt before any starts, so that a bad request is an HTTP 400 before a
         stream's headers go out and leaves nothing running."""
-        core = self._serving.engine.engine
+        engine = self._serving.engine
         requests = []
         for index, part in enumerate(self.parts):
             # the recipe for a prompt of an ability: its stop tokens and strings join the request's
             params = part.prompt.sampling_params(part.params)
             try:
-                requests.append(core.make_request(self._request_id(index), part.prompt.token_ids, params,
+                requests.append(engine.make_request(self._request_id(index), part.prompt.token_ids, params,
                                                   part.prompt.continues_prompt))
             except ValueError as e:  # the engine's messages are written for the user
                 raise APIError(400, str(e)) from None

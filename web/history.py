@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import pairwise
 
-from inference import LLMEngine
+from inference.engine_front import EngineFront
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +40,16 @@ class Rates:
 
 
 class History:
-    def __init__(self, engine: LLMEngine, interval: float = 1.0, seconds: float = 300.0):
+    def __init__(self, engine: EngineFront, interval: float = 1.0, seconds: float = 300.0):
         self.engine = engine
         self.interval = interval
         self.samples: deque[Sample] = deque(maxlen=int(seconds / interval) + 1)
 
     def sample_now(self) -> Sample:
         """A sample of this moment (not kept)."""
-        core = self.engine
-        return Sample(time.monotonic(), len(core.scheduler.running), len(core.scheduler.waiting), core.blocks.usage,
-                      core.stats.prompt_tokens, core.stats.generation_tokens)
+        gauges = self.engine.gauges()
+        return Sample(time.monotonic(), gauges.running, gauges.waiting, gauges.kv_usage, gauges.stats.prompt_tokens,
+                      gauges.stats.generation_tokens)
 
     def sample(self) -> None:
         self.samples.append(self.sample_now())

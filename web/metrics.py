@@ -2,8 +2,8 @@
 engine's gauges and counters and the server's request counts, read when Prometheus scrapes.
 Names follow vLLM's (`vllm:` -> `codellama:`), so dashboards made for vLLM need little change.
 
-Scrapes run on the event loop while the engine steps on its worker thread: only ints and
-lengths are read here, never an iteration over structures the step mutates."""
+The engine's numbers come from its gauges: read at once where the engine runs on a thread of
+this process, sent after each step where it runs in a process of its own."""
 
 from __future__ import annotations
 
@@ -20,17 +20,17 @@ class ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         serving = self._serving
-        core = serving.engine.engine
-        blocks, scheduler, stats = core.blocks, core.scheduler, core.stats
+        gauges = serving.engine.gauges()
+        stats = gauges.stats
         gauge, counter = GaugeMetricFamily, CounterMetricFamily
         for family, name, documentation, value in (
-            (gauge, "num_requests_running", "Sequences in the running batch", len(scheduler.running)),
-            (gauge, "num_requests_waiting", "Sequences waiting to be scheduled", len(scheduler.waiting)),
-            (gauge, "kv_cache_usage_perc", "KV-cache usage; 1 means 100 percent", blocks.usage),
-            (gauge, "kv_cache_blocks_total", "KV-cache blocks in the pool", blocks.num_blocks),
-            (counter, "prefix_cache_queries", "Prompt tokens looked up in the prefix cache", blocks.prefix_queries),
-            (counter, "prefix_cache_hits", "Prompt tokens found in the prefix cache", blocks.prefix_hits),
-            (counter, "num_preemptions", "Sequences preempted to free KV blocks", scheduler.num_preemptions),
+            (gauge, "num_requests_running", "Sequences in the running batch", gauges.running),
+            (gauge, "num_requests_waiting", "Sequences waiting to be scheduled", gauges.waiting),
+            (gauge, "kv_cache_usage_perc", "KV-cache usage; 1 means 100 percent", gauges.kv_usage),
+            (gauge, "kv_cache_blocks_total", "KV-cache blocks in the pool", serving.engine.info.num_blocks),
+            (counter, "prefix_cache_queries", "Prompt tokens looked up in the prefix cache", gauges.prefix_queries),
+            (counter, "prefix_cache_hits", "Prompt tokens found in the prefix cache", gauges.prefix_hits),
+            (counter, "num_preemptions", "Sequences preempted to free KV blocks", gauges.preemptions),
             (counter, "prompt_tokens", "Prompt tokens computed (prefix-cache hits excluded)", stats.prompt_tokens),
             (counter, "generation_tokens", "Tokens generated", stats.generation_tokens),
             (counter, "engine_steps", "Engine steps run", stats.steps),

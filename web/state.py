@@ -9,7 +9,7 @@ import time
 from litestar.types import Receive
 from prometheus_client import CollectorRegistry
 
-from inference import AsyncEngine
+from inference.engine_front import EngineFront
 
 from .accounting import Accounting
 from .admission import Admission
@@ -21,15 +21,14 @@ from .settings import ServerSettings
 
 
 class ServerState:
-    def __init__(self, engine: AsyncEngine, settings: ServerSettings):
+    def __init__(self, engine: EngineFront, settings: ServerSettings):
         self.engine = engine
         self.settings = settings
-        core = engine.engine
-        self.tokenizer = core.tokenizer
-        self.model_info = core.model_info
-        self.model_id = core.model_info.name
+        self.tokenizer = engine.tokenizer
+        self.model_info = engine.info.model_info
+        self.model_id = self.model_info.name
         self.created = int(time.time())
-        self.admission = Admission(core.config.max_num_seqs, settings.max_queue, settings.retry_after)
+        self.admission = Admission(engine.info.config.max_num_seqs, settings.max_queue, settings.retry_after)
         self.registry = CollectorRegistry()  # this app's metrics, not prometheus-client's global registry
         self.accounting = Accounting(self.registry)
         self.registry.register(ServerCollector(self))
@@ -64,12 +63,14 @@ class ServerState:
 
     def generate(self, parts: list[Part], receive: Receive | None, ability: str) -> Generation:
         """Admit and start the engine work of a request of `ability` (completion, infilling, chat)."""
+        if self.engine.failure is not None:
+            raise APIError(503, f"the engine is not running: {self.engine.failure}", code="engine_unavailable")
         return Generation(self, parts, receive, ability)
 
     def model_card(self) -> ModelCard:
         tok = self.tokenizer
         infill = InfillTokens(*(tok.infill_id(k) for k in ("prefix", "suffix", "middle", "eot"))) \
             if tok.can_infill else None
-        return ModelCard(id=self.model_id, created=self.created, max_model_len=self.engine.engine.config.max_model_len,
+        return ModelCard(id=self.model_id, created=self.created, max_model_len=self.engine.info.config.max_model_len,
                          vocab_size=tok.vocab_size, capabilities=list(self.model_info.capabilities),
                          infill_token_ids=infill)

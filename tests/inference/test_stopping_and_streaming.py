@@ -1,6 +1,5 @@
 """Stop conditions and streamed text, on a scripted model whose greedy output is known."""
 
-import asyncio
 
 import pytest
 

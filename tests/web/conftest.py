@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from inference import LLMEngine
+from inference.engine_front import EngineFront
 from inference.prompts import chat_prompt
 from inference.tokenizer import Tokenizer
 from tests.models import OWN_TOKENIZER, chain, scripted_llama, tiny_llama
@@ -22,7 +23,7 @@ from web.settings import ServerSettings
 
 
 class LiveServer:
-    def __init__(self, engine: LLMEngine, settings: ServerSettings | None = None):
+    def __init__(self, engine: LLMEngine | EngineFront, settings: ServerSettings | None = None):
         self.engine = engine
         self.app = create_app(engine, settings or ServerSettings())
         self.server = make_server(self.app, "127.0.0.1", 0, log_level="warning")
@@ -58,8 +59,10 @@ def wait_for(condition, timeout: float = 10.0) -> bool:
     return True
 
 
-def pool_full(engine: LLMEngine) -> bool:
-    return engine.blocks.num_free_blocks == engine.blocks.num_blocks and not engine.requests
+def pool_full(engine: LLMEngine | EngineFront) -> bool:
+    """Every KV block free and no request left, wherever the engine runs."""
+    gauges = engine.gauges()
+    return gauges.free_blocks == engine.info.num_blocks and gauges.unfinished_requests == 0
 
 
 @dataclass(frozen=True)

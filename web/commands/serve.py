@@ -50,13 +50,14 @@ def _pick(name: str, positional, option, default):
 def run(args: argparse.Namespace) -> int:
     host = _pick("host", args.host_arg, args.host, DEFAULT_HOST)
     port = _pick("port", args.port_arg, args.port, DEFAULT_PORT)
-    from inference import LLMEngine
+    from inference import EngineProcess
     from web.app import create_app
     from web.server import serve
     from web.settings import ServerSettings
 
     settings = ServerSettings(api_keys=tuple(args.api_keys), admin_key=args.admin_key, max_queue=args.max_queue,
                               cors_origins=tuple(args.cors_origins), shutdown_grace=args.shutdown_grace)
-    engine = LLMEngine(args.workspace, model_name=args.model_name, capabilities=args.capabilities,
+    # the engine in a process of its own: HTTP work on this one never slows the GPU's feeding
+    engine = EngineProcess(args.workspace, model_name=args.model_name, capabilities=args.capabilities,
                        tensor_parallel_size=args.tp, **engine_kwargs(args))
     return serve(create_app(engine, settings), host, port)

@@ -22,8 +22,8 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def live_numbers(serving: ServerState, history: History) -> dict:
-    core = serving.engine.engine
-    blocks, accounting = core.blocks, serving.accounting
+    gauges, accounting = serving.engine.gauges(), serving.accounting
+    total = serving.engine.info.num_blocks
     errors = Counter()
     for (_, _, status), count in accounting.responses.items():
         if status >= 400:
@@ -32,14 +32,13 @@ def live_numbers(serving: ServerState, history: History) -> dict:
     latencies = {name: {"p50": _ms(lat.quantile(0.5)), "p99": _ms(lat.quantile(0.99)), "count": lat.count}
                  for name, lat in (("ttft", accounting.ttft), ("tpot", accounting.tpot), ("e2e", accounting.e2e))}
     return {
-        "running": len(core.scheduler.running), "waiting": len(core.scheduler.waiting),
+        "running": gauges.running, "waiting": gauges.waiting,
         "admitted": serving.admission.in_flight, "capacity": serving.admission.capacity,
-        "blocks_used": blocks.num_blocks - blocks.num_free_blocks, "blocks_total": blocks.num_blocks,
-        "kv_usage": blocks.usage,
-        "prefix_hit_rate": blocks.prefix_hits / blocks.prefix_queries if blocks.prefix_queries else None,
+        "blocks_used": total - gauges.free_blocks, "blocks_total": total, "kv_usage": gauges.kv_usage,
+        "prefix_hit_rate": gauges.prefix_hits / gauges.prefix_queries if gauges.prefix_queries else None,
         "prompt_tps": rates.prompt if rates else None, "generation_tps": rates.generation if rates else None,
-        "prompt_tokens": core.stats.prompt_tokens, "generation_tokens": core.stats.generation_tokens,
-        "latencies": latencies, "preemptions": core.scheduler.num_preemptions,
+        "prompt_tokens": gauges.stats.prompt_tokens, "generation_tokens": gauges.stats.generation_tokens,
+        "latencies": latencies, "preemptions": gauges.preemptions,
         "finished_requests": accounting.finished_requests,
         "errors": sorted(errors.items()), "ended_early": sorted(accounting.ended_early.items()),
         "by_ability": sorted(accounting.requests.items()),
@@ -60,13 +59,13 @@ def charts(history: History) -> list:
 
 
 def configuration(serving: ServerState) -> dict:
-    core, settings = serving.engine.engine, serving.settings
+    engine, settings = serving.engine.info, serving.settings
     info = serving.model_info
     return {
         "model": {"name": info.name, "variant": info.variant, "size": info.size,
-                  "abilities": ", ".join(info.capabilities), "directory": str(core.model_dir)},
-        "engine": {**dataclasses.asdict(core.config), "kv blocks in the pool": core.blocks.num_blocks,
-                   "device": str(core.device), "dtype": str(core.dtype).removeprefix("torch.")},
+                  "abilities": ", ".join(info.capabilities), "directory": str(engine.model_dir)},
+        "engine": {**dataclasses.asdict(engine.config), "kv blocks in the pool": engine.num_blocks,
+                   "device": engine.device, "dtype": engine.dtype},
         "server": {"max_queue": settings.max_queue, "api keys": len(settings.api_keys),
                    "operator key": "set" if settings.operator_key else "none (open)",
                    "cors_origins": ", ".join(settings.cors_origins) or "none",

@@ -1,4 +1,5 @@
-"""GET /health: 200 while serving, 503 once shutdown has begun (for load balancers)."""
+"""GET /health: 200 while serving, 503 once shutdown has begun or the engine has failed (for load
+balancers)."""
 
 from __future__ import annotations
 
@@ -12,4 +13,6 @@ from ..state import ServerState
 def health(serving: NamedDependency[ServerState]) -> Response[dict]:
     if serving.admission.closed:
         return Response({"status": "shutting down"}, status_code=503)
+    if serving.engine.failure is not None:
+        return Response({"status": "engine failed", "reason": serving.engine.failure}, status_code=503)
     return Response({"status": "ok", "model": serving.model_id, "sequences_in_flight": serving.admission.in_flight})

@@ -1,0 +1,150 @@
+"""What a server holds of its engine, wherever the engine runs (a thread of this process:
+`AsyncEngine`; a process of its own: `EngineProcess`): the tokenizer and the engine's fixed facts,
+request checking, and streams of output deltas on the event loop.
+
+    submit(): checked request --->  the engine, however it is reached
+    each request's `deliver`  <---  one event-loop callback per engine step with all its outputs
+
+Outputs go straight to each request's consumer (no task in between: with hundreds of streams,
+every wakeup per token is time the server cannot spend elsewhere). A consumer slower than the
+engine finds several steps' deltas in its mailbox and takes them merged into one, so that a
+saturated server spends less per token exactly when it has least to spare."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Hashable
+from functools import partial
+
+from .engine import EngineGauges, EngineInfo
+from .outputs import RequestOutput
+from .requests import RequestMaker, RequestState
+from .sampling_params import SamplingParams
+from .tokenizer import Tokenizer
+
+Deliver = Callable[[RequestOutput | BaseException], None]
+
+
+class OutputMailbox:
+    """The outputs of one or more requests, each filed under a key, taken in arrival order.
+    Consecutive deltas under one key are taken merged into one; an exception ends its key."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[Hashable, RequestOutput | BaseException]] = deque()
+        self._ready = asyncio.Event()
+
+    def deliver_to(self, key: Hashable) -> Deliver:
+        return partial(self.put, key)
+
+    def put(self, key: Hashable, item: RequestOutput | BaseException) -> None:
+        self._items.append((key, item))
+        self._ready.set()
+
+    async def get(self) -> tuple[Hashable, RequestOutput | BaseException]:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        key, item = self._items.popleft()
+        items = self._items
+        while isinstance(item, RequestOutput) and not item.finished and items and items[0][0] == key:
+            later = items.popleft()[1]
+            if isinstance(later, BaseException):
+                item = later
+            else:
+                item.merge(later)
+        return key, item
+
+
+class EngineFront:
+    """The shared half of the engine fronts; a subclass carries requests to its engine
+    (`_add`, `_abort`) and calls `_deliver` / `_fail` on the event loop with what comes back."""
+
+    tokenizer: Tokenizer
+    info: EngineInfo
+    request_maker: RequestMaker
+
+    def __init__(self) -> None:
+        self._consumers: dict[str, Deliver] = {}  # touched on the event loop only
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop the engine; requests still unfinished end with an error."""
+        raise NotImplementedError
+
+    def gauges(self) -> EngineGauges:
+        raise NotImplementedError
+
+    @property
+    def failure(self) -> str | None:
+        """Why the engine can take no more requests (it died or stopped); None while it can."""
+        return None
+
+    def _add(self, state: RequestState) -> None:
+        raise NotImplementedError
+
+    def _abort(self, request_id: str) -> None:
+        raise NotImplementedError
+
+    def make_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
+                     continues_prompt: bool = True) -> RequestState:
+        """Check and tokenize a request (ValueError with a message for the user); see
+        `RequestMaker.make`."""
+        return self.request_maker.make(request_id, prompt, params, continues_prompt)
+
+    def submit(self, state: RequestState, deliver: Deliver) -> None:
+        """Start a request made by `make_request`; its output deltas are handed to `deliver` on
+        the event loop (the last has `finished` set; an exception ends it instead). Call on the
+        event loop, after `start`."""
+        if state.request_id in self._consumers:
+            raise ValueError(f"request id {state.request_id!r} is already running")
+        self._consumers[state.request_id] = deliver
+        self._add(state)
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request (a no-op once it has finished); nothing more is delivered for it. It
+        takes effect before the engine's next step."""
+        if self._consumers.pop(request_id, None) is not None:
+            self._abort(request_id)
+
+    async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams,
+                       continues_prompt: bool = True) -> AsyncIterator[RequestOutput]:
+        """Stream a request's output deltas; the last one has `finished` set. Raises ValueError
+        for an invalid request before anything is queued. Leaving the iteration early (a client
+        that went away) aborts the request."""
+        if request_id in self._consumers:
+            raise ValueError(f"request id {request_id!r} is already running")
+        state = self.make_request(request_id, prompt, params, continues_prompt)
+        await self.start()
+        mailbox = OutputMailbox()
+        self.submit(state, mailbox.deliver_to(request_id))
+        finished = False
+        try:
+            while not finished:
+                _, item = await mailbox.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    # --- on the event loop, with what the engine sent back ----------------------------------------
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        consumers = self._consumers
+        for out in outputs:
+            deliver = consumers.get(out.request_id)
+            if deliver is not None:
+                if out.finished:
+                    del consumers[out.request_id]
+                deliver(out)
+
+    def _fail(self, request_ids: list[str], error: Exception) -> None:
+        for request_id in request_ids:
+            deliver = self._consumers.pop(request_id, None)
+            if deliver is not None:
+                deliver(error)
