@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 import threading
 from multiprocessing.connection import Connection
 
@@ -143,6 +144,8 @@ class EngineProcess(EngineFront):
 # --- the engine process --------------------------------------------------------------------------------
 
 def _engine_main(conn: Connection, model, engine_kwargs: dict) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the server decides when the engine stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         engine = LLMEngine(model, **engine_kwargs)
     except BaseException as e:  # the server reports it as the engine's own error

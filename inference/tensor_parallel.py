@@ -14,6 +14,7 @@ without a round trip through the host.
 
 from __future__ import annotations
 
+import signal
 import socket
 from datetime import timedelta
 
@@ -72,6 +73,8 @@ def _receive(device: torch.device) -> StepInputs | None:
 
 def _worker(rank: int, world: int, port: int, args: tuple) -> None:
     model_config, engine_config, model_dir, dtype, device, sample_vocab, load_format = args
+    # Ctrl-C reaches every process of the terminal's group: rank 0 decides when the workers stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     device = _rank_device(device, rank)
     tp = _join_group(rank, world, port, device)
     runner = ModelRunner(model_config, engine_config, model_dir, dtype, device, sample_vocab, tp, load_format)

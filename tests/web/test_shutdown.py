@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from litestar.testing import AsyncTestClient
 
 from inference import LLMEngine
@@ -72,11 +73,15 @@ async def test_requests_after_shutdown_began_get_503(random_model):
         assert (await client.get("/health")).status_code == 503
 
 
-def test_sigterm_stops_the_serve_command_after_its_streams(random_model):
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_a_signal_stops_the_serve_command_after_its_streams(random_model, how):
+    """SIGTERM goes to the server process; Ctrl-C in a terminal, SIGINT, to its whole process group
+    (the engine's process too, which leaves stopping to the server)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "inference.cli", "serve", str(random_model), "127.0.0.1", "0",
                              "--num-kv-blocks", "128", "--max-model-len", "1024", "--shutdown-grace", "30"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         banner = []
         for line in proc.stdout:
@@ -88,11 +93,16 @@ def test_sigterm_stops_the_serve_command_after_its_streams(random_model):
         thread, events = _stream_in_background(url, 200)
         with httpx.Client(base_url=url) as http:  # the stream is running once the server counts it
             assert wait_for(lambda: http.get("/health").json()["sequences_in_flight"] == 1)
-        proc.send_signal(signal.SIGTERM)
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
         thread.join(timeout=60)
-        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, 130, -signal.SIGTERM)
+        log = proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert "Traceback" not in log, log
     assert events[-1] == "[DONE]" and json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
     assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
