@@ -80,10 +80,8 @@ class ModelRunner:
         if cuda:
             warm_up_attention(self.model.layers[0].num_heads, self.model.num_local_kv_heads, cfg.head_dim, bs,
                               dtype, device)
-        self.graphs = None
-        # tensor-parallel ranks run eagerly: torch.distributed's NCCL all-reduce inside a captured
-        # graph hung the one two-GPU run made so far (capturable collectives need NCCL directly)
-        if cuda and not engine_config.enforce_eager and tp.size == 1:
+        self.graphs = None  # tensor-parallel ranks capture their all-reduces too (see tensor_parallel.py)
+        if cuda and not engine_config.enforce_eager:
             self.graphs = DecodeGraphs(self.model, self.kv_cache, engine_config.max_num_seqs,
                                        -(-engine_config.max_model_len // bs), engine_config.max_model_len,
                                        self.num_sms)

@@ -80,6 +80,15 @@ def _worker(rank: int, world: int, port: int, args: tuple) -> None:
     runner = ModelRunner(model_config, engine_config, model_dir, dtype, device, sample_vocab, tp, load_format)
     while (inputs := _receive(device)) is not None:
         runner.run(inputs)
+    _leave_group(runner)
+
+
+def _leave_group(runner: ModelRunner) -> None:
+    """CUDA graphs that captured NCCL all-reduces hold the communicator: destroying the group before
+    the graphs waits forever."""
+    runner.graphs = None
+    if runner.device.type == "cuda":
+        torch.cuda.synchronize(runner.device)
     dist.destroy_process_group()
 
 
@@ -125,7 +134,7 @@ class TensorParallelRunner(ModelRunner):
         header = torch.zeros(_HEADER, dtype=torch.int64, device=self.device)
         header[0] = _STOP
         dist.broadcast(header, 0)
+        _leave_group(self)
         for w in self._workers:
             w.join(timeout=60)
         self._workers = []
-        dist.destroy_process_group()
