@@ -48,8 +48,7 @@ class AsyncEngine(EngineFront):
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self._apply_inbox()
-        for request_id in list(self.engine.requests):
-            self.engine.abort(request_id)
+        self.engine.abort_all()
         self._fail(list(self._consumers), RuntimeError("the engine stopped"))
         self.engine.shutdown()
 
@@ -79,9 +78,7 @@ class AsyncEngine(EngineFront):
             try:
                 outputs = engine.step()
             except Exception as e:  # a failed step ends every request in it, not the server
-                failed = list(engine.requests)
-                for request_id in failed:
-                    engine.abort(request_id)
+                failed = engine.abort_all()
                 self._loop.call_soon_threadsafe(self._fail, failed, RuntimeError(f"engine step failed: {e!r}"))
                 continue
             if outputs:

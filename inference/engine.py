@@ -147,6 +147,13 @@ class LLMEngine:
         self.scheduler.abort(request_id)
         self.requests.pop(request_id, None)
 
+    def abort_all(self) -> list[str]:
+        """Stop every request (a step failed, or the engine is stopping); returns their ids."""
+        request_ids = list(self.requests)
+        for request_id in request_ids:
+            self.abort(request_id)
+        return request_ids
+
     @property
     def info(self) -> EngineInfo:
         return EngineInfo(self.model_dir, self.model_info, self.config, str(self.device),

@@ -169,8 +169,7 @@ def _serve(conn: Connection, engine: LLMEngine) -> None:
             except EOFError:  # the server is gone
                 return
             if kind == "stop":
-                for request_id in list(engine.requests):
-                    engine.abort(request_id)
+                engine.abort_all()
                 conn.send(("stopped", None))
                 return
             changed = True
@@ -190,10 +189,7 @@ def _serve(conn: Connection, engine: LLMEngine) -> None:
             try:
                 outputs = engine.step()
             except Exception as e:  # a failed step ends every request in it, not the server
-                failed = list(engine.requests)
-                for request_id in failed:
-                    engine.abort(request_id)
-                conn.send(("failed", (failed, RuntimeError(f"engine step failed: {e!r}"))))
+                conn.send(("failed", (engine.abort_all(), RuntimeError(f"engine step failed: {e!r}"))))
         for out in outputs:  # the server has the prompts
             out.prompt, out.prompt_token_ids = None, []
         if outputs or changed:
