@@ -27,7 +27,7 @@ from .outputs import TokenLogprob
 from .sampler import SamplerOutput, SamplingTensors, sample
 from .scheduler import Batch
 from .sequence import PENDING
-from .transfer import lists_to_device
+from .transfer import flat_to_device, split_aligned
 from .weights import fill_random, load_weights
 
 
@@ -38,6 +38,7 @@ class StepInputs:
     meta: AttentionMetadata
     sample_rows: torch.Tensor  # flat-token index of each sampling sequence's last token
     sample_seqs: list[int]  # batch index of each sampling sequence
+    packed: tuple[torch.Tensor, torch.Tensor]  # the int64 and int32 tensors all the above are views of
 
 
 @dataclass(slots=True)
@@ -139,9 +140,11 @@ class ModelRunner:
                 sample_seqs.append(i)
         width = max(len(t) for t in tables)
         flat_tables = [b for t in tables for b in (t + [0] * (width - len(t)))]
-        ints = lists_to_device([ids, positions, slots, sample_rows, pending_at, pending_rows], torch.int64,
-                               self.device)
-        int32s = lists_to_device([cu, ctx, flat_tables], torch.int32, self.device)
+        longs = [ids, positions, slots, sample_rows, pending_at, pending_rows]
+        packed = (flat_to_device(longs, torch.int64, self.device),
+                  flat_to_device([cu, ctx, flat_tables], torch.int32, self.device))
+        ints = split_aligned(packed[0], [len(values) for values in longs])
+        int32s = split_aligned(packed[1], [len(cu), len(ctx), len(flat_tables)])
         input_ids = ints[0]
         if pending_at:
             input_ids[ints[4]] = self._last_sampled[ints[5]]
@@ -152,7 +155,7 @@ class ModelRunner:
             num_decodes=num_decodes,
             decode_splits=kernels.decode_num_splits(num_decodes, self.model.num_local_kv_heads, decode_ctx,
                                                     self.num_sms))
-        return StepInputs(input_ids, ints[1], meta, ints[3], sample_seqs)
+        return StepInputs(input_ids, ints[1], meta, ints[3], sample_seqs, packed)
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> tuple[torch.Tensor, list[int]]:

@@ -27,9 +27,11 @@ from .config import EngineConfig, ModelConfig
 from .model import TensorParallel
 from .runner import ModelRunner, StepInputs
 from .scheduler import Batch
+from .transfer import aligned_sizes, flat_to_device, split_aligned
 
 _STEP, _STOP = 0, 1
-_HEADER = 9  # kind, tokens, seqs, table width, sampling rows, max query len, max context len, decodes, splits
+_HEADER = 11  # kind, tokens, seqs, table width, sampling rows, sizes of the two flat tensors, max query len,
+#               max context len, decodes, splits
 
 
 def _join_group(rank: int, world: int, port: int, device: torch.device) -> TensorParallel:
@@ -45,30 +47,36 @@ def _rank_device(device: torch.device, rank: int) -> torch.device:
 
 
 def _send(inputs: StepInputs, device: torch.device) -> None:
+    """The step's inputs to the other ranks: a header of sizes, then rank 0's own flat input
+    tensors (their parts aligned as on rank 0, so no rank compiles kernels for new alignments).
+    Nothing here waits for the device: rank 0 keeps queueing while the previous step runs."""
     meta = inputs.meta
     b, width = meta.block_tables.shape
-    header = torch.tensor([_STEP, inputs.input_ids.shape[0], b, width, inputs.sample_rows.shape[0],
-                           meta.max_query_len, meta.max_context_len, meta.num_decodes, meta.decode_splits],
-                          dtype=torch.int64, device=device)
-    dist.broadcast(header, 0)
-    dist.broadcast(torch.cat([inputs.input_ids, inputs.positions, meta.slot_mapping, inputs.sample_rows]), 0)
-    dist.broadcast(torch.cat([meta.cu_seqlens_q, meta.context_lens, meta.block_tables.flatten()]), 0)
+    longs, ints = inputs.packed
+    header = flat_to_device([[_STEP, inputs.input_ids.shape[0], b, width, inputs.sample_rows.shape[0],
+                              longs.shape[0], ints.shape[0], meta.max_query_len, meta.max_context_len,
+                              meta.num_decodes, meta.decode_splits]], torch.int64, device)
+    dist.broadcast(header[:_HEADER], 0)  # (without the padding to 16 bytes)
+    dist.broadcast(longs, 0)
+    dist.broadcast(ints, 0)
 
 
 def _receive(device: torch.device) -> StepInputs | None:
     header = torch.empty(_HEADER, dtype=torch.int64, device=device)
     dist.broadcast(header, 0)
-    kind, t, b, width, s, max_q, max_ctx, decodes, splits = header.tolist()
+    kind, t, b, width, s, num_longs, num_ints, max_q, max_ctx, decodes, splits = header.tolist()
     if kind == _STOP:
         return None
-    longs = torch.empty(3 * t + s, dtype=torch.int64, device=device)
-    ints = torch.empty(2 * b + 1 + b * width, dtype=torch.int32, device=device)
-    dist.broadcast(longs, 0)
-    dist.broadcast(ints, 0)
-    ids, positions, slots, rows = longs.split([t, t, t, s])
-    cu, ctx, tables = ints.split([b + 1, b, b * width])
+    packed = (torch.empty(num_longs, dtype=torch.int64, device=device),
+              torch.empty(num_ints, dtype=torch.int32, device=device))
+    dist.broadcast(packed[0], 0)
+    dist.broadcast(packed[1], 0)
+    # the parts rank 0 laid out first; its pending-token lists follow and are not needed here
+    lengths = [t, t, t, s]
+    ids, positions, slots, rows = split_aligned(packed[0][:sum(aligned_sizes(lengths, torch.int64))], lengths)
+    cu, ctx, tables = split_aligned(packed[1], [b + 1, b, b * width])
     meta = AttentionMetadata(cu, ctx, tables.view(b, width), slots, max_q, max_ctx, decodes, splits)
-    return StepInputs(ids, positions, meta, rows, [])
+    return StepInputs(ids, positions, meta, rows, [], packed)
 
 
 def _worker(rank: int, world: int, port: int, args: tuple) -> None:
@@ -132,7 +140,7 @@ class TensorParallelRunner(ModelRunner):
         if not self._workers:
             return
         header = torch.zeros(_HEADER, dtype=torch.int64, device=self.device)
-        header[0] = _STOP
+        header[0] = _STOP  # (a synchronous copy: nothing is left to overlap)
         dist.broadcast(header, 0)
         _leave_group(self)
         for w in self._workers:
