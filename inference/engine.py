@@ -203,8 +203,12 @@ class LLMEngine:
 
     def _complete(self, step: LaunchedStep) -> list[RequestOutput]:
         start = time.perf_counter()
-        samples = self.runner.collect(step)
+        samples, scored = self.runner.collect(step)
         waited = time.perf_counter()
+        for i, logprobs in scored.items():
+            state = self.requests.get(step.batch.seqs[i].request_id)
+            if state is not None:  # (not aborted since)
+                state.prompt_logprobs.extend(logprobs)
         tokens, finished = self.scheduler.postprocess(step.batch, [s.token if s else None for s in samples])
         outputs = self._outputs(step.batch, [s if t is not None else None for s, t in zip(samples, tokens)],
                                 finished)
@@ -235,6 +239,11 @@ class LLMEngine:
             if state.finished:
                 state.metrics.finished_time = now
                 del self.requests[request_id]
+            prompt_logprobs = None
+            if state.prompt_logprobs is not None and not state.prompt_logprobs_sent:
+                # complete by now: a sequence samples once its whole prompt is computed
+                prompt_logprobs, state.prompt_logprobs_sent = state.prompt_logprobs, True
             results.append(RequestOutput(request_id, state.prompt, state.prompt_token_ids, deltas,
-                                         state.finished, state.metrics, state.seqs[0].num_cached_tokens))
+                                         state.finished, state.metrics, state.seqs[0].num_cached_tokens,
+                                         prompt_logprobs))
         return results

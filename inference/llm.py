@@ -93,9 +93,5 @@ class LLM:
                 [CompletionOutput(i) for i in range(state.params.n)], False, state.metrics)
         while any(not r.finished for r in results.values()):
             for delta in engine.step():
-                merged = results[delta.request_id]
-                for d in delta.outputs:
-                    merged.outputs[d.index].extend(d)
-                merged.finished = delta.finished
-                merged.num_cached_tokens = delta.num_cached_tokens
+                results[delta.request_id].merge(delta)
         return [results[s.request_id] for s in states]

@@ -53,6 +53,9 @@ class RequestOutput:
     finished: bool
     metrics: RequestMetrics
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    # with SamplingParams.prompt_logprobs: prompt tokens 1.. (the first has no logprob), in the
+    # request's first delta
+    prompt_logprobs: list[TokenLogprob] | None = None
 
     def merge(self, later: "RequestOutput") -> None:
         """Fold a later delta of the same request into this one (a consumer that fell behind gets
@@ -66,4 +69,5 @@ class RequestOutput:
                 by_index[delta.index] = delta
         self.finished = later.finished
         self.metrics = later.metrics
+        self.prompt_logprobs = self.prompt_logprobs or later.prompt_logprobs
         self.num_cached_tokens = later.num_cached_tokens

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .detokenizer import IncrementalDetokenizer
 from .output_processor import SequenceOutput
-from .outputs import RequestMetrics
+from .outputs import RequestMetrics, TokenLogprob
 from .sampling_params import SamplingParams
 from .sequence import Sequence
 from .tokenizer import Tokenizer
@@ -26,6 +26,8 @@ class RequestState:
     seqs: list[Sequence]
     outputs: list[SequenceOutput]
     metrics: RequestMetrics
+    prompt_logprobs: list[TokenLogprob] | None = None  # with params.prompt_logprobs: filled as computed
+    prompt_logprobs_sent: bool = False
 
     @property
     def finished(self) -> bool:
@@ -68,7 +70,7 @@ class RequestMaker:
             seqs.append(seq)
             outputs.append(SequenceOutput(i, IncrementalDetokenizer(self.tokenizer, started), params.stop))
         return RequestState(request_id, text, ids, params, continues_prompt, seqs, outputs,
-                            RequestMetrics(time.monotonic()))
+                            RequestMetrics(time.monotonic()), [] if params.prompt_logprobs is not None else None)
 
     def _prompt_ids(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):

@@ -24,7 +24,7 @@ from .cuda_graphs import DecodeGraphs
 from .memory import gpu_kv_cache_budget
 from .model import LlamaModel, TensorParallel
 from .outputs import TokenLogprob
-from .sampler import SamplerOutput, SamplingTensors, sample
+from .sampler import SamplerOutput, SamplingTensors, sample, score
 from .scheduler import Batch
 from .sequence import PENDING
 from .transfer import flat_to_device, split_aligned
@@ -36,9 +36,19 @@ class StepInputs:
     input_ids: torch.Tensor
     positions: torch.Tensor
     meta: AttentionMetadata
-    sample_rows: torch.Tensor  # flat-token index of each sampling sequence's last token
+    # flat-token rows whose logits are computed: each sampling sequence's last token, then the
+    # rows that score prompt tokens
+    logit_rows: torch.Tensor
     sample_seqs: list[int]  # batch index of each sampling sequence
     packed: tuple[torch.Tensor, torch.Tensor]  # the int64 and int32 tensors all the above are views of
+    prompt: "PromptScoring | None" = None  # rank 0's: which prompt tokens the step scores
+
+
+@dataclass(slots=True)
+class PromptScoring:
+    spans: list[tuple[int, int]]  # (batch index, rows) per sequence, in logit-row order
+    target_ids: list[int]  # the prompt token each row scores
+    targets: torch.Tensor  # the same, on the device
 
 
 @dataclass(slots=True)
@@ -53,6 +63,8 @@ class LaunchedStep:
     sample_seqs: list[int]
     output: SamplerOutput | None  # being copied to (pinned) host memory
     done: torch.cuda.Event | None
+    prompt: PromptScoring | None = None
+    prompt_output: SamplerOutput | None = None  # the scored tokens' logprobs (tokens: unused)
 
 
 class ModelRunner:
@@ -120,6 +132,7 @@ class ModelRunner:
         bs = self.config.block_size
         ids, positions, slots, cu, ctx, tables = [], [], [], [0], [], []
         sample_rows, sample_seqs, pending_at, pending_rows = [], [], [], []
+        prompt_rows, prompt_targets, prompt_spans = [], [], []
         num_decodes = 0
         for i, (seq, start, n) in enumerate(zip(batch.seqs, batch.starts, batch.num_new_tokens)):
             end = start + n
@@ -128,6 +141,13 @@ class ModelRunner:
             if seq.token_ids[end - 1] == PENDING:  # sampled by the step before, still on the GPU
                 pending_at.append(cu[-1] + n - 1)
                 pending_rows.append(seq.pending_row)
+            if seq.wants_prompt_logprobs:  # the row at position p scores prompt token p + 1
+                first, last = max(start, seq.next_prompt_logprob - 1), min(end, seq.num_prompt_tokens - 1)
+                if last > first:
+                    prompt_rows.extend(range(cu[-1] + first - start, cu[-1] + last - start))
+                    prompt_targets.extend(seq.token_ids[first + 1:last + 1])
+                    prompt_spans.append((i, last - first))
+                    seq.next_prompt_logprob = last + 1
             ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))
             table = seq.block_table
@@ -140,7 +160,8 @@ class ModelRunner:
                 sample_seqs.append(i)
         width = max(len(t) for t in tables)
         flat_tables = [b for t in tables for b in (t + [0] * (width - len(t)))]
-        longs = [ids, positions, slots, sample_rows, pending_at, pending_rows]
+        # the first four are what tensor-parallel workers read (see tensor_parallel.py)
+        longs = [ids, positions, slots, sample_rows + prompt_rows, pending_at, pending_rows, prompt_targets]
         packed = (flat_to_device(longs, torch.int64, self.device),
                   flat_to_device([cu, ctx, flat_tables], torch.int32, self.device))
         ints = split_aligned(packed[0], [len(values) for values in longs])
@@ -155,78 +176,98 @@ class ModelRunner:
             num_decodes=num_decodes,
             decode_splits=kernels.decode_num_splits(num_decodes, self.model.num_local_kv_heads, decode_ctx,
                                                     self.num_sms))
-        return StepInputs(input_ids, ints[1], meta, ints[3], sample_seqs, packed)
+        prompt = PromptScoring(prompt_spans, prompt_targets, ints[6]) if prompt_spans else None
+        return StepInputs(input_ids, ints[1], meta, ints[3], sample_seqs, packed, prompt)
 
     @torch.inference_mode()
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, list[int]]:
-        """Run the model over the batch: the raw logits [S, vocab] of the S sequences that sample,
-        and their indices in the batch."""
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, StepInputs]:
+        """Run the model over the batch: the raw logits of its logit rows (those of the S
+        sequences that sample, `inputs.sample_seqs`, first), and the step's inputs."""
         inputs = self.prepare(batch)
-        return self.run(inputs), inputs.sample_seqs
+        return self.run(inputs), inputs
 
     @torch.inference_mode()
     def run(self, inputs: StepInputs) -> torch.Tensor:
         """The model over prepared inputs (from a CUDA graph for a decode step); the logits of
         the sampling rows."""
         meta = inputs.meta
-        if (self.graphs is not None and meta.num_decodes == meta.context_lens.shape[0]
-                and self.graphs.bucket(meta.num_decodes) is not None):
+        batch_size = meta.context_lens.shape[0]
+        # a graph computes the logits of every row: only for steps of one token per sequence,
+        # each of which samples (every rank decides alike from the same inputs)
+        if (self.graphs is not None and meta.num_decodes == batch_size == inputs.logit_rows.shape[0]
+                and self.graphs.bucket(batch_size) is not None):
             return self.graphs.run(inputs.input_ids, inputs.positions, meta.slot_mapping, meta.context_lens,
                                    meta.block_tables)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_cache, meta)
-        return self.model.compute_logits(hidden[inputs.sample_rows])
+        return self.model.compute_logits(hidden[inputs.logit_rows])
 
     @torch.inference_mode()
     def launch(self, batch: Batch) -> LaunchedStep:
         """Queue the step on the device: forward, sampling, and the copy of the sampled tokens
         to the host. Nothing here waits for the device."""
-        logits, sample_seqs = self.forward(batch)
-        if not sample_seqs:
-            return LaunchedStep(batch, [], None, None, None)
+        logits, inputs = self.forward(batch)
+        sample_seqs, prompt = inputs.sample_seqs, inputs.prompt
+        if not sample_seqs and prompt is None:
+            return LaunchedStep(batch, [], None, None)
         if self.sample_vocab_size < logits.shape[-1]:
             logits = logits.clone() if self.graphs is not None else logits
             logits[:, self.sample_vocab_size:] = float("-inf")
-        seqs = [batch.seqs[i] for i in sample_seqs]
-        out = sample(logits, SamplingTensors.build(seqs, logits.shape[-1], self.device))
-        self._last_sampled = out.tokens
-        for row, seq in enumerate(seqs):
-            seq.pending_row = row
+        out = prompt_out = None
+        if sample_seqs:
+            seqs = [batch.seqs[i] for i in sample_seqs]
+            out = sample(logits[:len(seqs)], SamplingTensors.build(seqs, logits.shape[-1], self.device))
+            self._last_sampled = out.tokens
+            for row, seq in enumerate(seqs):
+                seq.pending_row = row
+        if prompt is not None:
+            k = max(batch.seqs[i].params.prompt_logprobs for i, _ in prompt.spans)
+            prompt_out = score(logits[len(sample_seqs):], prompt.targets, k)
         if self.device.type != "cuda":
-            return LaunchedStep(batch, sample_seqs, out, None)
-        host = SamplerOutput(*(_to_host(t) for t in (out.tokens, out.logprobs, out.top_ids, out.top_logprobs)))
+            return LaunchedStep(batch, sample_seqs, out, None, prompt, prompt_out)
+        out, prompt_out = (None if o is None else SamplerOutput(*map(_to_host, (o.tokens, o.logprobs, o.top_ids,
+                                                                                o.top_logprobs)))
+                           for o in (out, prompt_out))
         done = torch.cuda.Event()
         done.record()
-        return LaunchedStep(batch, sample_seqs, host, done)
+        return LaunchedStep(batch, sample_seqs, out, done, prompt, prompt_out)
 
-    def collect(self, step: LaunchedStep) -> list[TokenSample | None]:
-        """Wait for a launched step: the sampled token (and logprobs) of each sequence that samples."""
+    def collect(self, step: LaunchedStep) -> tuple[list[TokenSample | None], dict[int, list[TokenLogprob]]]:
+        """Wait for a launched step: the sampled token (and logprobs) of each sequence that
+        samples, by batch index; and the logprobs of the prompt tokens it scored, by batch index."""
         results: list[TokenSample | None] = [None] * len(step.batch)
-        if not step.sample_seqs:
-            return results
         if step.done is not None:
             step.done.synchronize()
-        tokens = step.output.tokens.tolist()
-        logprobs = self._logprobs(step.output, tokens, [step.batch.seqs[i] for i in step.sample_seqs])
-        for j, i in enumerate(step.sample_seqs):
-            results[i] = TokenSample(tokens[j], logprobs[j])
-        return results
+        if step.sample_seqs:
+            tokens = step.output.tokens.tolist()
+            ks = [step.batch.seqs[i].params.logprobs for i in step.sample_seqs]
+            logprobs = _logprobs(step.output, tokens, ks)
+            for j, i in enumerate(step.sample_seqs):
+                results[i] = TokenSample(tokens[j], logprobs[j])
+        scored: dict[int, list[TokenLogprob]] = {}
+        if step.prompt is not None:
+            spans = step.prompt.spans
+            ks = [step.batch.seqs[i].params.prompt_logprobs for i, rows in spans for _ in range(rows)]
+            logprobs = iter(_logprobs(step.prompt_output, step.prompt.target_ids, ks))
+            for i, rows in spans:
+                scored[i] = [next(logprobs) for _ in range(rows)]
+        return results, scored
 
-    @staticmethod
-    def _logprobs(out: SamplerOutput, tokens: list[int], seqs) -> list[TokenLogprob | None]:
-        if out.logprobs is None:
-            return [None] * len(seqs)
-        chosen = out.logprobs.tolist()
-        top_ids = out.top_ids.tolist() if out.top_ids is not None else None
-        top_lp = out.top_logprobs.tolist() if out.top_logprobs is not None else None
-        result = []
-        for j, seq in enumerate(seqs):
-            k = seq.params.logprobs
-            if k is None:
-                result.append(None)
-                continue
-            top = list(zip(top_ids[j][:k], top_lp[j][:k])) if k and top_ids else []
-            result.append(TokenLogprob(tokens[j], chosen[j], top))
-        return result
+
+def _logprobs(out: SamplerOutput, tokens: list[int], ks: list[int | None]) -> list[TokenLogprob | None]:
+    """Row j's token with its logprob and its ks[j] most likely alternatives (None where ks[j] is)."""
+    if out.logprobs is None:
+        return [None] * len(ks)
+    chosen = out.logprobs.tolist()
+    top_ids = out.top_ids.tolist() if out.top_ids is not None else None
+    top_lp = out.top_logprobs.tolist() if out.top_logprobs is not None else None
+    result = []
+    for j, k in enumerate(ks):
+        if k is None:
+            result.append(None)
+            continue
+        top = list(zip(top_ids[j][:k], top_lp[j][:k])) if k and top_ids else []
+        result.append(TokenLogprob(tokens[j], chosen[j], top))
+    return result
 
 
 def _to_host(t: torch.Tensor | None) -> torch.Tensor | None:

@@ -148,7 +148,12 @@ def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
         tokens = torch.where(t.temperature > 0, (probs / noise).argmax(dim=-1), greedy_tokens)
     if t.num_logprobs < 0:
         return SamplerOutput(tokens, None, None, None)
-    logprobs = torch.log_softmax(raw, dim=-1)
+    return score(raw, tokens, t.num_logprobs)
+
+
+def score(logits: torch.Tensor, tokens: torch.Tensor, k: int) -> SamplerOutput:
+    """The logprob of each row's token under the model's raw scores, and the k likeliest."""
+    logprobs = torch.log_softmax(logits, dim=-1)
     chosen = logprobs.gather(1, tokens[:, None])[:, 0]
-    top = logprobs.topk(t.num_logprobs, dim=-1) if t.num_logprobs > 0 else None
+    top = logprobs.topk(k, dim=-1) if k > 0 else None
     return SamplerOutput(tokens, chosen, top and top.indices, top and top.values)

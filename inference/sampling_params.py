@@ -19,7 +19,9 @@ def _is_number(x) -> bool:
 class SamplingParams:
     """`max_tokens=None` generates until a stop condition or the end of the context window.
     `temperature=0` is greedy. `top_k` 0 or -1 and `top_p` 1 turn those filters off.
-    `logprobs=k` returns the sampled token's log-probability and the k most likely alternatives."""
+    `logprobs=k` returns the sampled token's log-probability and the k most likely alternatives;
+    `prompt_logprobs=k` the same for every prompt token after the first (the prompt is then
+    computed in full, without the prefix cache)."""
 
     max_tokens: int | None = 16
     temperature: float = 1.0
@@ -34,6 +36,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     n: int = 1
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
@@ -70,8 +73,10 @@ class SamplingParams:
             raise bad("stop_token_ids", "a list of token ids")
         if not _is_int(self.n) or not 1 <= self.n <= 128:
             raise bad("n", "an integer in [1, 128]")
-        if self.logprobs is not None and (not _is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS):
-            raise bad("logprobs", f"an integer in [0, {MAX_LOGPROBS}] (or None)")
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(self, name)
+            if k is not None and (not _is_int(k) or not 0 <= k <= MAX_LOGPROBS):
+                raise bad(name, f"an integer in [0, {MAX_LOGPROBS}] (or None)")
         if not isinstance(self.ignore_eos, bool):
             raise bad("ignore_eos", "a boolean")
 

@@ -113,7 +113,8 @@ class Scheduler:
                     and len(parent.block_hashes) < (parent.num_prompt_tokens - 1) // bs:
                 skipped.append(seq)  # shares the parent's prompt blocks once they are cached
                 continue
-            cached = self.blocks.find_cached_prefix(seq)
+            # a prompt to be scored is computed in full: cached blocks would skip its logits
+            cached = [] if seq.wants_prompt_logprobs else self.blocks.find_cached_prefix(seq)
             n = min(seq.num_tokens - len(cached) * bs, budget)
             if not self.blocks.admit(seq, cached, n):
                 self.waiting.appendleft(seq)

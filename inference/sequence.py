@@ -25,7 +25,9 @@ class Sequence:
     token in a decode step). The last token may be PENDING: sampled by the step in flight, its
     value not yet read back; `pending_row` is its row in that step's sampled tokens. Sample
     `index` of a request with n > 1 waits for sample 0 (`parent`) to cache its prompt blocks,
-    then shares them."""
+    then shares them. With `params.prompt_logprobs`, sample 0 also scores its prompt: the
+    logprob of each prompt token after the first, `next_prompt_logprob` being the next one to
+    compute (so a prompt recomputed after preemption is not scored twice)."""
 
     seq_id: int
     request_id: str
@@ -43,6 +45,7 @@ class Sequence:
     admitted: bool = False
     pending_row: int | None = None
     finish_reason: str | None = None
+    next_prompt_logprob: int = 1
 
     @property
     def num_tokens(self) -> int:
@@ -64,6 +67,11 @@ class Sequence:
     def output_limit_reached(self) -> bool:
         """max_tokens tokens are sampled (the last may still be pending): nothing more to schedule."""
         return self.params.max_tokens is not None and self.num_output_tokens >= self.params.max_tokens
+
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        return (self.index == 0 and self.params.prompt_logprobs is not None
+                and self.next_prompt_logprob < self.num_prompt_tokens)
 
     @property
     def finished(self) -> bool:

@@ -53,7 +53,7 @@ def _send(inputs: StepInputs, device: torch.device) -> None:
     meta = inputs.meta
     b, width = meta.block_tables.shape
     longs, ints = inputs.packed
-    header = flat_to_device([[_STEP, inputs.input_ids.shape[0], b, width, inputs.sample_rows.shape[0],
+    header = flat_to_device([[_STEP, inputs.input_ids.shape[0], b, width, inputs.logit_rows.shape[0],
                               longs.shape[0], ints.shape[0], meta.max_query_len, meta.max_context_len,
                               meta.num_decodes, meta.decode_splits]], torch.int64, device)
     dist.broadcast(header[:_HEADER], 0)  # (without the padding to 16 bytes)
@@ -131,10 +131,10 @@ class TensorParallelRunner(ModelRunner):
         super().__init__(model_config, engine_config, model_dir, dtype, device, sample_vocab_size, tp, load_format)
 
     @torch.inference_mode()
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, list[int]]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, StepInputs]:
         inputs = self.prepare(batch)
         _send(inputs, self.device)
-        return self.run(inputs), inputs.sample_seqs
+        return self.run(inputs), inputs
 
     def shutdown(self) -> None:
         if not self._workers:

@@ -20,7 +20,8 @@ def logits_per_step(engine: LLMEngine, prompts: list[list[int]], steps: int,
     got = [[] for _ in prompts]
     for step in range(steps + 1):
         batch = engine.scheduler.schedule()
-        logits, rows = engine.runner.forward(batch)
+        logits, inputs = engine.runner.forward(batch)
+        rows = inputs.sample_seqs
         sampled: list[int | None] = [None] * len(batch)
         for row, i in enumerate(rows):
             k = seqs.index(batch.seqs[i])

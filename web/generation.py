@@ -156,10 +156,7 @@ class Generation:
                 merged[index] = RequestOutput(delta.request_id, delta.prompt, delta.prompt_token_ids,
                                               [CompletionOutput(i) for i in range(self.parts[index].params.n)],
                                               False, delta.metrics)
-            whole = merged[index]
-            for c in delta.outputs:
-                whole.outputs[c.index].extend(c)
-            whole.finished, whole.num_cached_tokens = delta.finished, delta.num_cached_tokens
+            merged[index].merge(delta)
         return [merged[i] for i in range(len(self.parts))]
 
     async def respond(self, stream: bool, events: Callable[["Generation"], AsyncIterator],
