@@ -34,12 +34,25 @@ def completion_logprobs(tok: Tokenizer, logprobs: list[TokenLogprob], offset: in
     the offset after them (for the next chunk of a stream)."""
     tokens, offsets = [], []
     for lp in logprobs:
-        text = token_str(tok, lp.token_id)
-        tokens.append(text)
+        tokens.append(token_str(tok, lp.token_id))
         offsets.append(offset)
-        offset += len(text)
+        offset += _text_length(tok, lp.token_id)
     top = [{token_str(tok, t): v for t, v in lp.top} for lp in logprobs]
     return CompletionLogprobs(tokens, [lp.logprob for lp in logprobs], top, offsets), offset
+
+
+def echoed_prompt_logprobs(tok: Tokenizer, prompt_token_ids: list[int],
+                           prompt_logprobs: list[TokenLogprob]) -> tuple[CompletionLogprobs, int]:
+    """An echoed prompt's part of the legacy format: its first token without a logprob (nothing
+    precedes it), then the scored ones; and the offset after them."""
+    first = prompt_token_ids[0]
+    rest, offset = completion_logprobs(tok, prompt_logprobs, _text_length(tok, first))
+    return CompletionLogprobs([token_str(tok, first)], [None], [None], [0]) + rest, offset
+
+
+def _text_length(tok: Tokenizer, token_id: int) -> int:
+    """How far a token moves the text on: a control token (BOS, EOS) adds nothing to it."""
+    return 0 if tok.piece_kind[token_id] == CONTROL else len(token_str(tok, token_id))
 
 
 def chat_logprobs(tok: Tokenizer, logprobs: list[TokenLogprob]) -> ChoiceLogprobs:

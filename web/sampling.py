@@ -22,7 +22,8 @@ def sampling_params(max_tokens: int | None, **optional) -> SamplingParams:
         raise APIError(400, str(e), param=name if name in _FIELDS else None) from None
 
 
-def openai_sampling_params(req: SamplingFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+def openai_sampling_params(req: SamplingFields, max_tokens: int | None, logprobs: int | None,
+                           prompt_logprobs: int | None = None) -> SamplingParams:
     """The sampling fields completions and chat share, plus their own max_tokens and logprobs
     (after the checks OpenAI makes of the shared fields)."""
     if req.stream_options is not None and not req.stream:
@@ -32,5 +33,6 @@ def openai_sampling_params(req: SamplingFields, max_tokens: int | None, logprobs
     return sampling_params(
         max_tokens, n=req.n, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
         seed=req.seed, stop=[req.stop] if isinstance(req.stop, str) else req.stop, logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
         repetition_penalty=req.repetition_penalty, ignore_eos=req.ignore_eos)

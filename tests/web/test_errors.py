@@ -72,7 +72,8 @@ def test_missing_required_parameter(http):
 @pytest.mark.parametrize("body,param,words", [
     ({"prompt": "x", "temperature": -1}, "temperature", "temperature must be"),
     ({"prompt": "x", "n": 0}, "n", "n must be"),
-    ({"prompt": "x", "max_tokens": 0}, "max_tokens", "max_tokens must be"),
+    ({"prompt": "x", "max_tokens": -1}, "max_tokens", "max_tokens must be"),
+    ({"prompt": "x", "max_tokens": 0}, "max_tokens", "needs echo"),
     ({"prompt": "x", "logprobs": 50}, "logprobs", "logprobs must be"),
     ({"prompt": "x " * 1100}, None, "context window"),
     ({"prompt": [1, 5, 999999]}, None, "outside the vocabulary"),
@@ -80,7 +81,6 @@ def test_missing_required_parameter(http):
     ({"prompt": "x", "suffix": "y"}, "suffix", "infilling"),
     ({"prompt": "x", "logit_bias": {"5": 10}}, "logit_bias", "not supported"),
     ({"prompt": "x", "best_of": 3}, "best_of", "not supported"),
-    ({"prompt": "x", "echo": True, "logprobs": 1}, "echo", "logprobs"),
     ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options", "only allowed when stream"),
 ])
 def test_invalid_completion_requests_are_400(http, body, param, words):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+import torch
 
 from inference.prompts import chat_prompt
 
@@ -99,6 +100,39 @@ def test_completion_echo_and_logprobs(client, script, model_id):
         assert (best, top[best]) == (token, pytest.approx(value))  # greedy picks the likeliest token
     assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
     assert "".join(lp.tokens[:-1]) == script.completion_text  # all but the EOS, whose text is empty
+
+
+def test_completion_echo_with_logprobs_scores_the_prompt_as_transformers_does(client, script, model_id,
+                                                                             script_model):
+    from transformers import LlamaForCausalLM
+
+    ids = script.tok.encode(script.completion_prompt, bos=True)
+    with torch.no_grad():
+        logits = LlamaForCausalLM.from_pretrained(script_model[1]).float()(torch.tensor([ids])).logits[0, :-1]
+    reference = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+    ask = dict(model=model_id, prompt=script.completion_prompt, temperature=0, echo=True, logprobs=2)
+    r = client.completions.create(max_tokens=3, **ask)
+    lp, n = r.choices[0].logprobs, len(ids)
+    assert r.choices[0].text == script.completion_prompt + script.tok.decode(ids + script.completion_ids[:3])[
+        len(script.tok.decode(ids)):]
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == n + 3
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None  # nothing precedes the first token
+    assert lp.token_logprobs[1:n] == pytest.approx(reference, abs=1e-4)
+    assert all(len(top) == 2 for top in lp.top_logprobs[1:]) and lp.text_offset == sorted(lp.text_offset)
+    assert r.usage.completion_tokens == 3
+
+    scored = client.completions.create(max_tokens=0, **ask)  # the prompt only, as harnesses ask
+    choice = scored.choices[0]
+    assert choice.text == script.completion_prompt and choice.finish_reason == "length"
+    assert choice.logprobs.tokens == lp.tokens[:n] and choice.logprobs.token_logprobs[1:] == pytest.approx(reference,
+                                                                                                         abs=1e-4)
+    assert (scored.usage.prompt_tokens, scored.usage.completion_tokens) == (n, 0)
+
+    chunks = list(client.completions.create(max_tokens=3, stream=True, **ask))
+    streamed = [c.choices[0].logprobs for c in chunks if c.choices and c.choices[0].logprobs]
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
+    assert sum((s.tokens for s in streamed), []) == lp.tokens
+    assert sum((s.text_offset for s in streamed), []) == lp.text_offset
 
 
 def test_completion_stream_sync(client, script, model_id):

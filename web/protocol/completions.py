@@ -19,10 +19,16 @@ class CompletionRequest(SamplingFields, kw_only=True, forbid_unknown_fields=True
 
 
 class CompletionLogprobs(msgspec.Struct):
+    """As OpenAI: an echoed prompt's first token has null for its logprob and alternatives."""
+
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
+
+    def __add__(self, later: "CompletionLogprobs") -> "CompletionLogprobs":
+        return CompletionLogprobs(self.tokens + later.tokens, self.token_logprobs + later.token_logprobs,
+                                  self.top_logprobs + later.top_logprobs, self.text_offset + later.text_offset)
 
 
 class CompletionChoice(msgspec.Struct):

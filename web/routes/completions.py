@@ -1,4 +1,8 @@
-"""POST /v1/completions: plain completion of one or many prompts, or infilling with `suffix`."""
+"""POST /v1/completions: plain completion of one or many prompts, or infilling with `suffix`.
+
+`echo` with `logprobs` scores the prompt too, and `echo` with `max_tokens: 0` only scores it (as
+evaluation harnesses ask for log-likelihoods): the engine then generates one token, which the
+answer leaves out."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from inference.prompts import Prompt, completion_prompt, infill_prompt
 from ..body import StrictJSON
 from ..errors import APIError, bad_request
 from ..generation import Generation, Part
-from ..logprobs import completion_logprobs
+from ..logprobs import completion_logprobs, echoed_prompt_logprobs
 from ..protocol.common import Usage
 from ..protocol.completions import Completion, CompletionChoice, CompletionRequest
 from ..sampling import openai_sampling_params
@@ -53,9 +57,8 @@ def _refuse_unsupported(req: CompletionRequest) -> None:
         raise APIError(400, "best_of is not supported (only best_of equal to n)", param="best_of")
     if req.echo and req.suffix is not None:
         raise APIError(400, "echo cannot be combined with suffix", param="echo")
-    if req.echo and req.logprobs is not None:
-        raise APIError(400, "echo with logprobs needs the prompt's logprobs, which this server does not compute",
-                       param="echo")
+    if req.max_tokens == 0 and not req.echo:
+        raise APIError(400, "max_tokens 0 returns nothing but the prompt: it needs echo", param="max_tokens")
 
 
 class CompletionsController(Controller):
@@ -71,9 +74,11 @@ class CompletionsController(Controller):
         _refuse_unsupported(data)
         items = _prompt_items(data.prompt)
         prompts = _prompts(serving, data, items)
-        params = openai_sampling_params(data, data.max_tokens, data.logprobs)
+        score_only = data.max_tokens == 0
+        params = openai_sampling_params(data, 1 if score_only else data.max_tokens, data.logprobs,
+                                        prompt_logprobs=data.logprobs if data.echo else None)
         echo = [x if isinstance(x, str) else serving.tokenizer.decode(x) for x in items] if data.echo else None
-        answer = _Answer(serving, data, echo)
+        answer = _Answer(serving, data, echo, score_only)
         gen = serving.generate([Part(p, params) for p in prompts], request.receive,
                                "completion" if data.suffix is None else "infilling")
         return await gen.respond(bool(data.stream), answer.events, answer.whole)
@@ -83,12 +88,14 @@ class _Answer:
     """The response objects of one request, whole or chunk by chunk. Choice i*n + k is sample k of
     prompt i, as in OpenAI's API."""
 
-    def __init__(self, serving: ServerState, req: CompletionRequest, echo: list[str] | None):
+    def __init__(self, serving: ServerState, req: CompletionRequest, echo: list[str] | None, score_only: bool):
         self.tok = serving.tokenizer
         self.logprobs = req.logprobs is not None
         self.include_usage = bool(req.stream_options and req.stream_options.include_usage)
         self.n = req.n or 1
         self.echo = echo
+        self.score_only = score_only  # the one generated token is left out
+        self._prompt_logprobs: dict[int, list] = {}  # per prompt, from its first delta
         self.id, self.created, self.model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), serving.model_id
 
     def _completion(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
@@ -98,10 +105,8 @@ class _Answer:
         choices = []
         for p, out in enumerate(outs):
             for c in out.outputs:
-                lp = completion_logprobs(self.tok, c.logprobs or [], 0)[0] if self.logprobs else None
-                text = self.echo[p] + c.text if self.echo else c.text
-                choices.append(CompletionChoice(p * self.n + c.index, text, lp, c.finish_reason))
-        return self._completion(choices, usage)
+                choices.append(self._choice(p, out, c, echo=bool(self.echo), offset=0)[0])
+        return self._completion(choices, self._usage(usage))
 
     async def events(self, gen: Generation) -> AsyncIterator[Completion]:
         offsets: dict[int, int] = {}  # per choice: where its next token starts in its text
@@ -109,14 +114,33 @@ class _Answer:
         async for p, out in gen:
             for c in out.outputs:
                 i = p * self.n + c.index
-                text = c.text
-                if self.echo and i not in echoed:  # the echoed prompt leads the choice's first chunk
-                    text = self.echo[p] + text
-                    echoed.add(i)
-                lp = None
-                if self.logprobs:
-                    lp, offsets[i] = completion_logprobs(self.tok, c.logprobs or [], offsets.get(i, 0))
-                if text or lp is not None or c.finish_reason is not None:
-                    yield self._completion([CompletionChoice(i, text, lp, c.finish_reason)])
+                echo = bool(self.echo) and i not in echoed  # the echoed prompt leads the choice's first chunk
+                echoed.add(i)
+                choice, offsets[i] = self._choice(p, out, c, echo, offsets.get(i, 0))
+                if choice.text or choice.logprobs is not None or choice.finish_reason is not None:
+                    yield self._completion([choice])
         if self.include_usage:
-            yield self._completion([], gen.usage())
+            yield self._completion([], self._usage(gen.usage()))
+
+    def _choice(self, p: int, out: RequestOutput, c, echo: bool, offset: int) -> tuple[CompletionChoice, int]:
+        """Choice c of prompt p (whole, or a stream's delta) and the text offset after it; `echo`:
+        the prompt (and its logprobs) lead it."""
+        if out.prompt_logprobs is not None:
+            self._prompt_logprobs[p] = out.prompt_logprobs
+        text, lp = "", None
+        if echo:
+            text = self.echo[p]
+            if self.logprobs:
+                lp, offset = echoed_prompt_logprobs(self.tok, out.prompt_token_ids, self._prompt_logprobs[p])
+        if not self.score_only:
+            text += c.text
+            if self.logprobs:
+                generated, offset = completion_logprobs(self.tok, c.logprobs or [], offset)
+                lp = generated if lp is None else lp + generated
+        reason = "length" if self.score_only and c.finish_reason else c.finish_reason
+        return CompletionChoice(p * self.n + c.index, text, lp, reason), offset
+
+    def _usage(self, usage: Usage) -> Usage:
+        if not self.score_only:
+            return usage
+        return Usage(usage.prompt_tokens, 0, usage.prompt_tokens, usage.prompt_tokens_details)
