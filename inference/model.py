@@ -80,9 +80,8 @@ class DecoderLayer(nn.Module):
         q, k, v = F.linear(x, self.qkv_proj).split(
             [self.num_heads * d, self.num_kv_heads * d, self.num_kv_heads * d], dim=-1)
         q, k, v = q.view(t, -1, d), k.view(t, -1, d), v.view(t, -1, d)
-        kernels.rotary(q, k, positions, cos_sin)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
-        kernels.write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+        kernels.rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, meta.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, meta, self.scale)
         return self.tp.all_reduce(F.linear(out.view(t, -1), self.o_proj))
 

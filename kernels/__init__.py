@@ -4,12 +4,11 @@ tensors, the reference everywhere else (the CPU path)."""
 
 import torch
 
-from .kv_cache_write import write_kv as _write_kv_triton, write_kv_ref
 from .paged_attention import paged_attention_ref
 from .paged_decode_attention import MAX_SPLITS, decode_num_splits, paged_decode_attention
 from .paged_prefill_attention import paged_prefill_attention
 from .rms_norm import rms_norm as _rms_norm_triton, rms_norm_ref
-from .rotary import rotary as _rotary_triton, rotary_cos_sin, rotary_ref
+from .rotary import rotary_cos_sin, rotary_write_kv as _rotary_write_kv_triton, rotary_write_kv_ref
 from .silu_mul import silu_and_mul as _silu_and_mul_triton, silu_and_mul_ref
 
 
@@ -18,17 +17,15 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     return (_rms_norm_triton if x.is_cuda else rms_norm_ref)(x, weight, eps, residual)
 
 
-def rotary(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor) -> None:
-    (_rotary_triton if q.is_cuda else rotary_ref)(q, k, positions, cos_sin)
+def rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping) -> None:
+    """Rotate q in place; the rotated k and v go into the paged caches (k itself is unchanged)."""
+    (_rotary_write_kv_triton if q.is_cuda else rotary_write_kv_ref)(q, k, v, positions, cos_sin, k_cache, v_cache,
+                                                                    slot_mapping)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return (_silu_and_mul_triton if x.is_cuda else silu_and_mul_ref)(x)
 
 
-def write_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
-    (_write_kv_triton if k.is_cuda else write_kv_ref)(k, v, k_cache, v_cache, slot_mapping)
-
-
-__all__ = ["rms_norm", "rotary", "rotary_cos_sin", "silu_and_mul", "write_kv", "paged_attention_ref",
+__all__ = ["rms_norm", "rotary_write_kv", "rotary_cos_sin", "silu_and_mul", "paged_attention_ref",
            "paged_decode_attention", "paged_prefill_attention", "decode_num_splits", "MAX_SPLITS"]
