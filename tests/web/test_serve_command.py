@@ -23,3 +23,9 @@ def test_host_and_port_positionally_or_as_flags(capsys):
 def test_contradictions_and_impossible_options_are_clear_errors(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_model_identity_options_read_as_chat_reads_them():
+    args = build_parser().parse_args(["serve", "--model-name", "CodeLlama-7b-hf", "--capabilities",
+                                      "completion,infilling", "python"])
+    assert args.model_name == "CodeLlama-7b-hf" and list(args.capabilities) == ["completion", "infilling", "python"]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from inference.commands.options import add_engine_options, engine_kwargs
-from inference.model_info import ABILITIES
+from inference.commands.options import add_engine_options, add_model_identity_options, engine_kwargs
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 23333
 
@@ -35,8 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="origins browsers may call the API from (e.g. http://localhost:3000, or *)")
     g.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
                    help="after SIGINT/SIGTERM, how long in-flight requests may finish (default 10)")
-    g.add_argument("--model-name", help="which Code Llama this is, e.g. CodeLlama-7b-Instruct-hf (sets its abilities)")
-    g.add_argument("--capabilities", nargs="+", choices=ABILITIES, help="override the model's abilities")
+    add_model_identity_options(parser)
     add_engine_options(parser)
     parser.set_defaults(max_num_seqs=32)
 
