@@ -99,6 +99,16 @@ def chat_prompt(tok: Tokenizer, messages: list[dict]) -> Prompt:
     return Prompt(ids, continues_prompt=False)
 
 
+def replayed_chat(tok: Tokenizer, messages: list[dict]) -> list[dict]:
+    """A conversation as a client replays it (role and content only, as OpenAI's format keeps
+    it), with what the 70B format's replies carried: each was generated after `Destination:
+    user`, and Meta's chat_completion returns it with that destination."""
+    if tok.step_id is None:
+        return messages
+    return [{**m, "destination": "user"} if m["role"] == "assistant" and m.get("destination") is None else m
+            for m in messages]
+
+
 def _step_chat_prompt(tok: Tokenizer, dialog: list[dict]) -> Prompt:
     """Meta's `dialog_prompt_tokens`: the system turn (possibly empty) then alternating user and
     assistant turns, each closed by <step>; the reply is decoded on its own."""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .engine import LLMEngine
-from .prompts import DEFAULT_SYSTEM, Prompt, chat_prompt, infill_prompt, python_prompt, split_fill
+from .prompts import DEFAULT_SYSTEM, Prompt, chat_prompt, infill_prompt, python_prompt, replayed_chat, split_fill
 from .sampling_params import SamplingParams
 
 
@@ -59,10 +59,7 @@ class Session:
             prefix, suffix = split_fill(text)
             answer.full_text = prefix + answer.text + suffix
         if self.ability == "chat" and answer.finish_reason != "abort":  # an interrupted turn is forgotten
-            reply = {"role": "assistant", "content": answer.text}
-            if self.engine.tokenizer.step_id is not None:
-                reply["destination"] = "user"  # as Meta's chat_completion returns a 70B reply
-            self.history += [{"role": "user", "content": text}, reply]
+            self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer.text}]
         return answer
 
     def _prompt(self, text: str) -> Prompt:
@@ -71,5 +68,5 @@ class Session:
             return infill_prompt(tok, *split_fill(text), suffix_first=self.suffix_first)
         if self.ability == "chat":
             system = [{"role": "system", "content": self.system}] if self.system else []
-            return chat_prompt(tok, system + self.history + [{"role": "user", "content": text}])
+            return chat_prompt(tok, replayed_chat(tok, system + self.history + [{"role": "user", "content": text}]))
         return python_prompt(tok, text, self.stop_at_top_level)  # completion or python: plain code completion

@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from inference import RequestOutput
-from inference.prompts import chat_prompt
+from inference.prompts import chat_prompt, replayed_chat
 
 from ..body import StrictJSON
 from ..errors import APIError, bad_request
@@ -82,7 +82,7 @@ class ChatController(Controller):
         messages = _message_dicts(data.messages)
         with bad_request("messages"):
             serving.model_info.require("chat")
-            prompt = chat_prompt(serving.tokenizer, messages)
+            prompt = chat_prompt(serving.tokenizer, replayed_chat(serving.tokenizer, messages))
         max_tokens = data.max_completion_tokens if data.max_completion_tokens is not None else data.max_tokens
         params = openai_sampling_params(data, max_tokens, (data.top_logprobs or 0) if data.logprobs else None)
         answer = _Answer(serving, data)
