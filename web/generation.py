@@ -19,6 +19,7 @@ from litestar.types import Receive
 
 from inference import CompletionOutput, RequestOutput, SamplingParams
 from inference.engine_front import OutputMailbox
+from inference.requests import RequestState
 from inference.prompts import Prompt
 
 from .errors import APIError
@@ -44,7 +45,6 @@ class Generation:
         self.id = uuid.uuid4().hex  # unguessable: the pages use it as the stream's address
         self.parts = parts
         self._serving = serving
-        # the recipe for a prompt of an ability: its stop tokens and strings join the request's
         requests = self._make_requests()
         self._release = serving.admission.acquire(sum(p.params.n for p in parts))
         serving.accounting.count_request(ability)
@@ -62,7 +62,7 @@ class Generation:
         if receive is not None:
             self.watch(receive)
 
-    def _make_requests(self) -> list:
+    def _make_requests(self) -> list[RequestState]:
         """Check every prompt before any starts, so that a bad request is an HTTP 400 before a
         stream's headers go out and leaves nothing running."""
         engine = self._serving.engine
