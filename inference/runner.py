@@ -26,7 +26,7 @@ from .model import LlamaModel, TensorParallel
 from .outputs import TokenLogprob
 from .sampler import SamplerOutput, SamplingTensors, sample, score
 from .scheduler import Batch
-from .sequence import PENDING
+from .sequence import PENDING, Sequence
 from .transfer import flat_to_device, split_aligned
 from .weights import fill_random, load_weights
 
@@ -141,13 +141,11 @@ class ModelRunner:
             if seq.token_ids[end - 1] == PENDING:  # sampled by the step before, still on the GPU
                 pending_at.append(cu[-1] + n - 1)
                 pending_rows.append(seq.pending_row)
-            if seq.wants_prompt_logprobs:  # the row at position p scores prompt token p + 1
-                first, last = max(start, seq.next_prompt_logprob - 1), min(end, seq.num_prompt_tokens - 1)
-                if last > first:
-                    prompt_rows.extend(range(cu[-1] + first - start, cu[-1] + last - start))
-                    prompt_targets.extend(seq.token_ids[first + 1:last + 1])
-                    prompt_spans.append((i, last - first))
-                    seq.next_prompt_logprob = last + 1
+            if seq.wants_prompt_logprobs and (scored := _scored_positions(seq, start, end)):
+                prompt_rows.extend(cu[-1] + p - start for p in scored)
+                prompt_targets.extend(seq.token_ids[p + 1] for p in scored)
+                prompt_spans.append((i, len(scored)))
+                seq.next_prompt_logprob = scored[-1] + 2
             ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))
             table = seq.block_table
@@ -251,6 +249,12 @@ class ModelRunner:
             for i, rows in spans:
                 scored[i] = [next(logprobs) for _ in range(rows)]
         return results, scored
+
+
+def _scored_positions(seq: Sequence, start: int, end: int) -> range:
+    """The positions among [start, end) whose rows score a prompt token not scored yet: the row
+    at position p scores prompt token p + 1."""
+    return range(max(start, seq.next_prompt_logprob - 1), min(end, seq.num_prompt_tokens - 1))
 
 
 def _logprobs(out: SamplerOutput, tokens: list[int], ks: list[int | None]) -> list[TokenLogprob | None]:
