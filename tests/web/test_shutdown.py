@@ -42,21 +42,23 @@ def _engine(model) -> LLMEngine:
     return LLMEngine(model, num_kv_blocks=256, max_model_len=1024)
 
 
-def test_in_flight_streams_finish_during_the_grace_period(random_model):
-    server = LiveServer(_engine(random_model), ServerSettings(shutdown_grace=30)).start()
-    thread, events = _stream_in_background(server.url, 60)
+def _shut_down_mid_stream(model, grace: float, max_tokens: int) -> tuple[LiveServer, list[str]]:
+    """A server shut down while one stream runs; the events that stream received."""
+    server = LiveServer(_engine(model), ServerSettings(shutdown_grace=grace)).start()
+    thread, events = _stream_in_background(server.url, max_tokens)
     assert wait_for(lambda: server.engine.requests)
     server.stop()
     thread.join(timeout=30)
+    return server, events
+
+
+def test_in_flight_streams_finish_during_the_grace_period(random_model):
+    _, events = _shut_down_mid_stream(random_model, grace=30, max_tokens=60)
     assert events[-1] == "[DONE]" and json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
 
 
 def test_streams_still_running_after_the_grace_period_end_with_an_error_event(random_model):
-    server = LiveServer(_engine(random_model), ServerSettings(shutdown_grace=0.2)).start()
-    thread, events = _stream_in_background(server.url, 1000)
-    assert wait_for(lambda: server.engine.requests)
-    server.stop()
-    thread.join(timeout=30)
+    server, events = _shut_down_mid_stream(random_model, grace=0.2, max_tokens=1000)
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
     assert error["code"] == "shutting_down" and "shutting down" in error["message"]
