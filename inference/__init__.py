@@ -4,7 +4,8 @@ from .async_engine import AsyncEngine
 from .engine import LLMEngine
 from .engine_process import EngineProcess
 from .llm import LLM
-from .outputs import CompletionOutput, RequestOutput, TokenLogprob
+from .config import EngineConfig
+from .outputs import CompletionOutput, EngineOutput, RequestOutput, TokenLogprob
 from .sampling_params import SamplingParams
 
-__all__ = ["AsyncEngine", "CompletionOutput", "EngineProcess", "LLM", "LLMEngine", "RequestOutput", "SamplingParams", "TokenLogprob"]
+__all__ = ["AsyncEngine", "CompletionOutput", "EngineConfig", "EngineOutput", "EngineProcess", "LLM", "LLMEngine", "RequestOutput", "SamplingParams", "TokenLogprob"]

@@ -44,7 +44,7 @@ class BlockManager:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.enable_prefix_caching = enable_prefix_caching
-        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.pool = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self._cached: dict[int, int] = {}  # hash -> block id
         self.prefix_queries = 0  # prompt tokens looked up in the prefix cache
@@ -71,7 +71,7 @@ class BlockManager:
             tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
             h = chain_hash(h, tokens)
             block_id = self._cached.get(h)
-            if block_id is None or self.blocks[block_id].token_ids != tokens:
+            if block_id is None or self.pool[block_id].token_ids != tokens:
                 break
             hits.append(block_id)
         return hits
@@ -79,13 +79,13 @@ class BlockManager:
     def admit(self, seq: Sequence, cached: list[int], num_new_tokens: int) -> bool:
         """Give a waiting sequence the cached blocks plus room for num_new_tokens more tokens;
         False (and nothing changed) when the pool is too small right now."""
-        reused_free = sum(1 for b in cached if self.blocks[b].ref_count == 0)
+        reused_free = sum(1 for b in cached if self.pool[b].ref_count == 0)
         num_cached_tokens = len(cached) * self.block_size
         needed = self.blocks_for(num_cached_tokens + num_new_tokens) - len(cached)
         if needed > self.num_free_blocks - reused_free:
             return False
         for block_id in cached:
-            block = self.blocks[block_id]
+            block = self.pool[block_id]
             if block.ref_count == 0:
                 del self._free[block_id]
             block.ref_count += 1
@@ -111,7 +111,7 @@ class BlockManager:
     def _grow(self, seq: Sequence, count: int) -> None:
         for _ in range(count):
             block_id, _ = self._free.popitem(last=False)
-            block = self.blocks[block_id]
+            block = self.pool[block_id]
             self._forget(block)
             block.ref_count = 1
             seq.block_table.append(block_id)
@@ -125,7 +125,7 @@ class BlockManager:
             tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
             h = chain_hash(seq.block_hashes[-1] if seq.block_hashes else None, tokens)
             seq.block_hashes.append(h)
-            block = self.blocks[seq.block_table[i]]
+            block = self.pool[seq.block_table[i]]
             if block.hash is None:
                 block.hash, block.token_ids = h, tokens
                 self._cached.setdefault(h, block.block_id)
@@ -139,7 +139,7 @@ class BlockManager:
 
     def free(self, seq: Sequence) -> None:
         for block_id in reversed(seq.block_table):
-            block = self.blocks[block_id]
+            block = self.pool[block_id]
             block.ref_count -= 1
             if block.ref_count == 0:
                 if not self.enable_prefix_caching:

@@ -1,14 +1,19 @@
 """Model and engine configuration.
 
-`ModelConfig` is read from a Hugging Face `config.json`; `EngineConfig` holds the serving limits.
-Both are frozen: values learned at run time (number of KV blocks, eos ids) live on the engine.
+`ModelConfig` is read from a Hugging Face `config.json`; `EngineConfig` holds everything an
+engine is made from. Both are frozen: values learned at run time (number of KV blocks, eos ids)
+live on the engine.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: the scheduler imports this module and stays plain Python
+    import torch
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 
@@ -40,14 +45,6 @@ class ModelConfig:
                              f"of num_key_value_heads ({self.num_kv_heads})")
         if self.head_dim % 2:
             raise ValueError(f"config.json: head_dim must be even for rotary embeddings, got {self.head_dim}")
-
-    @property
-    def q_size(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def kv_size(self) -> int:
-        return self.num_kv_heads * self.head_dim
 
     @classmethod
     def from_dict(cls, raw: dict) -> "ModelConfig":
@@ -113,28 +110,79 @@ def _rope_settings(raw: dict) -> tuple[float, float]:
     raise ValueError(f"unsupported rope scaling {kind!r}: only linear scaling is implemented")
 
 
+DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+               "half": "float16", "float32": "float32", "fp32": "float32"}
+
+
+def resolve_dtype(dtype: "str | torch.dtype | None", device: "torch.device | str") -> "torch.dtype":
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of bfloat16, float16, float32")
+    return getattr(torch, DTYPE_NAMES[dtype])
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """Serving limits, named as in vLLM."""
+    """Everything an engine is made from, with its defaults, validated once (limits named as in
+    vLLM). What the user leaves open is filled in here from the model's config.json and the
+    machine: the model directory (None: the embedded default model), the context window, the
+    device and the dtype. Handed whole to the engine, its runner and tensor-parallel workers.
+    Values learned while the engine starts (KV blocks in the pool, the tokenizer's ids) live on
+    the engine."""
 
+    model: str | Path | None = None  # a Hugging Face directory or a workspace; None: the default model
+    model_name: str | None = None  # which Code Llama it is (sets its abilities), e.g. CodeLlama-7b-hf
+    capabilities: tuple[str, ...] | None = None  # abilities instead of the model's own
+    dtype: str | None = None  # bfloat16, float16, float32; None: bfloat16 on a GPU, float32 on a CPU
+    device: str | None = None  # cuda, cuda:1, cpu; None: cuda when available
+    tensor_parallel_size: int = 1
+    load_format: str = "auto"  # "random": seeded random weights of the model's shape (benchmarks)
     block_size: int = 16
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
-    max_model_len: int = 4096
+    max_num_batched_tokens: int | None = None  # None: max(4096, max_num_seqs)
+    max_model_len: int | None = None  # None: the model's positions
     enable_prefix_caching: bool = True
-    num_kv_blocks: int | None = None  # fixed pool size; None = sized from memory
+    num_kv_blocks: int | None = None  # fixed pool size; None: sized from memory
     kv_cache_memory_fraction: float = 0.9  # GPU: fraction of free memory after weights
     kv_cache_gib: float = 1.0  # CPU pool size when num_kv_blocks is not given
     enforce_eager: bool = False  # GPU: no CUDA graphs
+    model_config: ModelConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        import torch
+
+        from .model_source import resolve_model_dir
+
+        self._check_limits()
+        model_dir = resolve_model_dir(self.model)
+        model_config = ModelConfig.from_dir(model_dir)
+        window = model_config.max_position_embeddings
+        if self.max_model_len is not None and self.max_model_len > window:
+            raise ValueError(f"max_model_len {self.max_model_len} exceeds the model's {window} positions")
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        resolved = {
+            "model": model_dir, "model_config": model_config, "device": str(torch.device(device)),
+            "dtype": str(resolve_dtype(self.dtype, device)).removeprefix("torch."),
+            "max_model_len": self.max_model_len or window,
+            "max_num_batched_tokens": self.max_num_batched_tokens or max(4096, self.max_num_seqs),
+            "capabilities": tuple(self.capabilities) if self.capabilities else None,
+        }
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+
+    def _check_limits(self) -> None:
         if not (1 <= self.block_size <= 128 and self.block_size & (self.block_size - 1) == 0):
             raise ValueError(f"block_size must be a power of two up to 128, got {self.block_size}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
-        if self.max_num_batched_tokens < 1:
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
             raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
-        if self.max_model_len < 2:
+        if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise ValueError(f"num_kv_blocks must be >= 1, got {self.num_kv_blocks}")
@@ -142,3 +190,27 @@ class EngineConfig:
             raise ValueError(f"kv_cache_memory_fraction must be in (0, 1], got {self.kv_cache_memory_fraction}")
         if self.kv_cache_gib <= 0:
             raise ValueError(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.load_format not in ("auto", "random"):
+            raise ValueError(f"unknown load_format {self.load_format!r}: use auto or random")
+
+    @property
+    def model_dir(self) -> Path:
+        return self.model
+
+    @property
+    def torch_dtype(self) -> "torch.dtype":
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    @property
+    def torch_device(self) -> "torch.device":
+        import torch
+
+        return torch.device(self.device)
+
+    @property
+    def max_blocks_per_seq(self) -> int:
+        return -(-self.max_model_len // self.block_size)

@@ -1,43 +1,43 @@
-"""The synchronous engine: requests in, one batched step at a time, output deltas out.
+"""The synchronous engine: checked requests in, one batched step at a time, output deltas out.
 
-    add_request -> Scheduler.schedule() -> ModelRunner.launch()     (step N+1 queued on the GPU)
-                -> ModelRunner.collect() -> Scheduler.postprocess() (step N's tokens)
-                -> SequenceOutput (detokenize, stop strings) -> RequestOutput deltas
+A request's path through the server, front to back and back:
+
+    route (web/routes, web/pages)      builds a Prompt (prompts.py) and SamplingParams
+    -> Generation (web/generation.py)  one engine request per prompt, one mailbox for its outputs
+    -> EngineFront.make_request        checks and tokenizes: an immutable EngineRequest (requests.py)
+    -> EngineFront.submit              AsyncEngine (a thread) or EngineProcess (a process), both
+                                       sending AddRequest / AbortRequest (engine_messages.py) to
+    -> EngineLoop (engine_loop.py)     which applies them to this LLMEngine and calls step():
+    -> LLMEngine.add                   the one place a request becomes Sequences and SequenceOutputs
+    -> Scheduler.schedule()            a Batch: decodes, prefill chunks, admissions (blocks taken)
+    -> ModelRunner.launch()            inputs to the device, forward (kernels/, CUDA graphs), sampling
+    -> ModelRunner.collect()           the sampled tokens, one step later (CPU work overlaps the GPU's)
+    -> Scheduler.postprocess()         tokens filled in, computed blocks cached
+    -> SequenceOutput.add_token()      detokenized; the one decision to stop; Scheduler.finish() applies it
+    -> EngineOutput deltas             StepOutputs back to the front, each to its request's mailbox
+    -> Generation -> SSE chunk / JSON  (web/sse.py, web/protocol)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from .block_manager import BlockManager
-from .config import EngineConfig, ModelConfig
+from .config import EngineConfig
+from .detokenizer import IncrementalDetokenizer
 from .model_info import ModelInfo, load_model_info
-from .model_source import resolve_model_dir
-from .outputs import RequestOutput
-from .requests import RequestMaker, RequestState
+from .output_processor import SequenceOutput
+from .outputs import EngineOutput, RequestMetrics, TokenLogprob
+from .requests import EngineRequest, RequestMaker
 from .runner import LaunchedStep, ModelRunner, TokenSample
 from .sampling_params import SamplingParams
-from .scheduler import Batch, Finished, Scheduler
+from .scheduler import Batch, Scheduler
 from .sequence import Sequence
 from .tokenizer import Tokenizer
-
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-           "fp16": torch.float16, "half": torch.float16, "float32": torch.float32, "fp32": torch.float32}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of bfloat16, float16, float32")
-    return _DTYPES[dtype]
 
 
 @dataclass(slots=True)
@@ -56,87 +56,94 @@ class EngineStats:
 class EngineInfo:
     """What a server needs to know of its engine, fixed once the engine has started."""
 
-    model_dir: Path
-    model_info: ModelInfo
     config: EngineConfig
-    device: str
-    dtype: str
+    model_info: ModelInfo
     num_blocks: int
 
+    @property
+    def model_dir(self) -> Path:
+        return self.config.model_dir
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EngineGauges:
     """The engine's numbers at one moment, for the metrics pages."""
 
-    running: int  # sequences in the running batch
-    waiting: int
-    unfinished_requests: int
+    running: int = 0  # sequences in the running batch
+    waiting: int = 0
+    unfinished_requests: int = 0
     free_blocks: int
-    kv_usage: float
-    prefix_queries: int
-    prefix_hits: int
-    preemptions: int
-    stats: EngineStats
+    kv_usage: float = 0.0
+    prefix_queries: int = 0
+    prefix_hits: int = 0
+    preemptions: int = 0
+    stats: EngineStats = dataclasses.field(default_factory=EngineStats)
+
+
+@dataclass(slots=True)
+class _RequestState:
+    """The engine's side of a request: its sequences (n samples), their text, its timings."""
+
+    request: EngineRequest
+    seqs: list[Sequence]
+    outputs: list[SequenceOutput]
+    metrics: RequestMetrics
+    prompt_logprobs: list[TokenLogprob] | None  # with params.prompt_logprobs: filled as computed
+    prompt_logprobs_sent: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return all(s.finished for s in self.seqs)
 
 
 class LLMEngine:
-    def __init__(self, model: str | Path | None = None, *, dtype: str | torch.dtype | None = None,
-                 device: str | torch.device | None = None, block_size: int = 16,
-                 num_kv_blocks: int | None = None, max_num_seqs: int = 256,
-                 max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
-                 max_model_len: int | None = None, enforce_eager: bool = False,
-                 kv_cache_memory_fraction: float = 0.9, model_name: str | None = None,
-                 capabilities: list[str] | None = None, load_format: str = "auto",
-                 tensor_parallel_size: int = 1):
-        self.model_dir = resolve_model_dir(model)
-        self.model_config = ModelConfig.from_dir(self.model_dir)
-        self.model_info = load_model_info(self.model_dir, model_name, capabilities)
-        self.tokenizer = Tokenizer(self.model_dir / "tokenizer.model")
-        if self.tokenizer.vocab_size > self.model_config.vocab_size:
-            raise ValueError(f"{self.model_dir}: the tokenizer has {self.tokenizer.vocab_size} pieces but the "
-                             f"model only {self.model_config.vocab_size} embeddings")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = resolve_dtype(dtype, self.device)
-        window = self.model_config.max_position_embeddings
-        if max_model_len is not None and max_model_len > window:
-            raise ValueError(f"max_model_len {max_model_len} exceeds the model's {window} positions")
-        self.config = EngineConfig(
-            block_size=block_size, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens or max(4096, max_num_seqs),
-            max_model_len=max_model_len or window, enable_prefix_caching=enable_prefix_caching,
-            num_kv_blocks=num_kv_blocks, enforce_eager=enforce_eager,
-            kv_cache_memory_fraction=kv_cache_memory_fraction)
-        if tensor_parallel_size < 1:
-            raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
-        if tensor_parallel_size == 1:
-            self.runner = ModelRunner(self.model_config, self.config, self.model_dir, self.dtype, self.device,
-                                      self.tokenizer.vocab_size, load_format=load_format)
+    def __init__(self, model: str | Path | EngineConfig | None = None, **settings):
+        """`LLMEngine(config)`, or `LLMEngine(model, **settings)` with EngineConfig's fields."""
+        self.config = config = model if isinstance(model, EngineConfig) else EngineConfig(model, **settings)
+        self.model_info = load_model_info(config.model_dir, config.model_name, config.capabilities)
+        self.tokenizer = Tokenizer(config.model_dir / "tokenizer.model")
+        vocab = config.model_config.vocab_size
+        if self.tokenizer.vocab_size > vocab:
+            raise ValueError(f"{config.model_dir}: the tokenizer has {self.tokenizer.vocab_size} pieces but the "
+                             f"model only {vocab} embeddings")
+        if config.tensor_parallel_size == 1:
+            self.runner = ModelRunner(config, self.tokenizer.vocab_size)
         else:
             from .tensor_parallel import TensorParallelRunner
-            self.runner = TensorParallelRunner(self.model_config, self.config, self.model_dir, self.dtype,
-                                               self.device, self.tokenizer.vocab_size, tensor_parallel_size,
-                                               load_format)
-        self.blocks = BlockManager(self.runner.num_blocks, block_size, enable_prefix_caching)
-        self.scheduler = Scheduler(self.config, self.blocks, self.tokenizer.eos_id)
-        self.request_maker = RequestMaker(self.tokenizer, self.config.max_model_len, block_size,
-                                          self.runner.num_blocks)
-        self.requests: dict[str, RequestState] = {}
+            self.runner = TensorParallelRunner(config, self.tokenizer.vocab_size)
+        self.scheduler = Scheduler(config, self.runner.num_blocks)
+        self.request_maker = RequestMaker(self.tokenizer, config, self.runner.num_blocks)
+        self.requests: dict[str, _RequestState] = {}
         self.stats = EngineStats()
         self._in_flight: LaunchedStep | None = None
+        self._seq_ids = itertools.count()
 
     # --- requests ----------------------------------------------------------------------------------
 
     def make_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
-                     continues_prompt: bool = True) -> RequestState:
-        """Validate and tokenize a request without touching the engine's state (safe to call while
-        a step runs); see `RequestMaker.make`."""
+                     continues_prompt: bool = True) -> EngineRequest:
+        """Check and tokenize a request without touching the engine's state (safe while a step
+        runs); see `RequestMaker.make`."""
         return self.request_maker.make(request_id, prompt, params, continues_prompt)
 
-    def add(self, state: RequestState) -> None:
-        if state.request_id in self.requests:
-            raise ValueError(f"request id {state.request_id!r} is already running")
-        self.requests[state.request_id] = state
-        for seq in state.seqs:
+    def add(self, request: EngineRequest) -> None:
+        """Start a request: its sequences join the scheduler's queue."""
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already running")
+        ids, params = list(request.prompt_token_ids), request.params
+        started = request.continues_prompt and self.tokenizer.has_text(ids)
+        base_seed = params.seed if params.seed is not None else secrets.randbits(62)
+        seqs, outputs = [], []
+        for i in range(params.n):
+            seqs.append(Sequence(next(self._seq_ids), request.request_id, i, list(ids), len(ids), params,
+                                 seed=base_seed if i == 0 else hash((base_seed, i)),
+                                 parent=seqs[0] if seqs else None))
+            outputs.append(SequenceOutput(i, IncrementalDetokenizer(self.tokenizer, started), params,
+                                          self.tokenizer.eos_id, len(ids), self.config.max_model_len))
+        self.requests[request.request_id] = _RequestState(
+            request, seqs, outputs, RequestMetrics(request.arrival_time),
+            [] if params.prompt_logprobs is not None else None)
+        for seq in seqs:
             self.scheduler.add(seq)
 
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
@@ -148,22 +155,25 @@ class LLMEngine:
         self.requests.pop(request_id, None)
 
     def abort_all(self) -> list[str]:
-        """Stop every request (a step failed, or the engine is stopping); returns their ids."""
+        """Stop every request (a step failed, or the engine is stopping) and forget the step in
+        flight; returns their ids."""
         request_ids = list(self.requests)
         for request_id in request_ids:
             self.abort(request_id)
+        self._in_flight = None
         return request_ids
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo(self.model_dir, self.model_info, self.config, str(self.device),
-                          str(self.dtype).removeprefix("torch."), self.blocks.num_blocks)
+        return EngineInfo(self.config, self.model_info, self.runner.num_blocks)
 
     def gauges(self) -> EngineGauges:
-        blocks, scheduler = self.blocks, self.scheduler
-        return EngineGauges(len(scheduler.running), len(scheduler.waiting), len(self.requests),
-                            blocks.num_free_blocks, blocks.usage, blocks.prefix_queries, blocks.prefix_hits,
-                            scheduler.num_preemptions, dataclasses.replace(self.stats))
+        blocks, scheduler = self.scheduler.block_manager, self.scheduler
+        return EngineGauges(running=len(scheduler.running), waiting=len(scheduler.waiting),
+                            unfinished_requests=len(self.requests), free_blocks=blocks.num_free_blocks,
+                            kv_usage=blocks.usage, prefix_queries=blocks.prefix_queries,
+                            prefix_hits=blocks.prefix_hits, preemptions=scheduler.num_preemptions,
+                            stats=dataclasses.replace(self.stats))
 
     def shutdown(self) -> None:
         """Stop the other tensor-parallel ranks' processes, if any."""
@@ -175,7 +185,7 @@ class LLMEngine:
 
     # --- one step ----------------------------------------------------------------------------------
 
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[EngineOutput]:
         """Launch the next step, then finish the one before it (whose GPU work is done by the time
         the new one is queued), so that the CPU work of each step overlaps the GPU work of the
         next. Returns the output deltas of the finished step."""
@@ -201,7 +211,7 @@ class LLMEngine:
         self.stats.steps += 1
         return self.runner.launch(batch)
 
-    def _complete(self, step: LaunchedStep) -> list[RequestOutput]:
+    def _complete(self, step: LaunchedStep) -> list[EngineOutput]:
         start = time.perf_counter()
         samples, scored = self.runner.collect(step)
         waited = time.perf_counter()
@@ -209,28 +219,26 @@ class LLMEngine:
             state = self.requests.get(step.batch.seqs[i].request_id)
             if state is not None:  # (not aborted since)
                 state.prompt_logprobs.extend(logprobs)
-        tokens, finished = self.scheduler.postprocess(step.batch, [s.token if s else None for s in samples])
-        outputs = self._outputs(step.batch, [s if t is not None else None for s, t in zip(samples, tokens)],
-                                finished)
+        tokens = self.scheduler.postprocess(step.batch, [s.token if s else None for s in samples])
+        outputs = self._outputs(step.batch, samples, tokens)
         self.stats.wait_seconds += waited - start
         self.stats.output_seconds += time.perf_counter() - waited
         return outputs
 
     def _outputs(self, batch: Batch, samples: list[TokenSample | None],
-                 finished: list[Finished]) -> list[RequestOutput]:
+                 tokens: list[int | None]) -> list[EngineOutput]:
         now = time.monotonic()
-        stopped_by_token = {id(f.seq) for f in finished if f.reason == "stop"}
         touched: dict[str, list[Sequence]] = {}
-        for seq, sample in zip(batch.seqs, samples):
-            if sample is None:
+        for seq, sample, token in zip(batch.seqs, samples, tokens):
+            if token is None:
                 continue
             self.stats.generation_tokens += 1
             state = self.requests[seq.request_id]
             state.metrics.first_token_time = state.metrics.first_token_time or now
             state.metrics.last_token_time = now
-            out = state.outputs[seq.index]
-            if out.add_token(sample.token, sample.logprob, id(seq) in stopped_by_token):
-                self.scheduler.finish(seq, "stop")
+            reason = state.outputs[seq.index].add_token(token, sample.logprob)
+            if reason is not None:
+                self.scheduler.finish(seq, reason)
             touched.setdefault(seq.request_id, []).append(seq)
         results = []
         for request_id, seqs in touched.items():
@@ -243,7 +251,6 @@ class LLMEngine:
             if state.prompt_logprobs is not None and not state.prompt_logprobs_sent:
                 # complete by now: a sequence samples once its whole prompt is computed
                 prompt_logprobs, state.prompt_logprobs_sent = state.prompt_logprobs, True
-            results.append(RequestOutput(request_id, state.prompt, state.prompt_token_ids, deltas,
-                                         state.finished, state.metrics, state.seqs[0].num_cached_tokens,
-                                         prompt_logprobs))
+            results.append(EngineOutput(request_id, deltas, state.finished, state.metrics,
+                                        state.seqs[0].num_cached_tokens, prompt_logprobs))
         return results

@@ -3,13 +3,12 @@ abilities: `infill(prefix, suffix, params)` and `chat(messages, params)`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from .config import EngineConfig
 from .engine import LLMEngine
-from .outputs import CompletionOutput, RequestOutput
+from .outputs import EngineOutput, RequestOutput
 from .prompts import Prompt, chat_prompt, infill_prompt
 from .sampling_params import SamplingParams
 
@@ -32,19 +31,9 @@ class InfillOutput(RequestOutput):
 
 
 class LLM:
-    def __init__(self, model: str | Path | None = None, *, dtype: str | torch.dtype | None = None,
-                 device: str | torch.device | None = None, block_size: int = 16,
-                 num_kv_blocks: int | None = None, max_num_seqs: int = 256,
-                 max_num_batched_tokens: int | None = None, enable_prefix_caching: bool = True,
-                 max_model_len: int | None = None, enforce_eager: bool = False,
-                 model_name: str | None = None, capabilities: list[str] | None = None,
-                 tensor_parallel_size: int = 1):
-        self.engine = LLMEngine(model, dtype=dtype, device=device, block_size=block_size,
-                                num_kv_blocks=num_kv_blocks, max_num_seqs=max_num_seqs,
-                                max_num_batched_tokens=max_num_batched_tokens,
-                                enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len,
-                                enforce_eager=enforce_eager, model_name=model_name, capabilities=capabilities,
-                                tensor_parallel_size=tensor_parallel_size)
+    def __init__(self, model: str | Path | EngineConfig | None = None, **settings):
+        """`LLM(model, **settings)` takes exactly what the engine does: EngineConfig's fields."""
+        self.engine = LLMEngine(model, **settings)
         self.tokenizer = self.engine.tokenizer
         self._next_id = 0
 
@@ -65,8 +54,9 @@ class LLM:
                suffix_first: bool = False) -> InfillOutput:
         """Fill the code between `prefix` and `suffix` (a model with the infilling ability)."""
         self.engine.model_info.require("infilling")
-        out = self._run_prompt(infill_prompt(self.tokenizer, prefix, suffix, suffix_first), params)
-        return InfillOutput(*(getattr(out, f.name) for f in fields(RequestOutput)), prefix=prefix, suffix=suffix)
+        prompt = infill_prompt(self.tokenizer, prefix, suffix, suffix_first)
+        out = self._run_prompt(prompt, params)
+        return InfillOutput.of(out, None, out.prompt_token_ids, prefix=prefix, suffix=suffix)
 
     def chat(self, messages: list[dict], params: SamplingParams | None = None) -> RequestOutput:
         """Answer the last user message of a dialog (an Instruct model); the answer is
@@ -81,17 +71,16 @@ class LLM:
     def run_requests(self, requests: list[tuple[str | list[int], SamplingParams]],
                      continues_prompt: bool = True) -> list[RequestOutput]:
         engine = self.engine
-        states = []
+        made = []
         for prompt, p in requests:
-            states.append(engine.make_request(str(self._next_id), prompt, p, continues_prompt))
+            made.append(engine.make_request(str(self._next_id), prompt, p, continues_prompt))
             self._next_id += 1
-        results: dict[str, RequestOutput] = {}
-        for state in states:
-            engine.add(state)
-            results[state.request_id] = RequestOutput(
-                state.request_id, state.prompt, state.prompt_token_ids,
-                [CompletionOutput(i) for i in range(state.params.n)], False, state.metrics)
-        while any(not r.finished for r in results.values()):
+        results: dict[str, EngineOutput] = {}
+        for request in made:
+            engine.add(request)
+        while engine.has_unfinished:
             for delta in engine.step():
-                results[delta.request_id].merge(delta)
-        return [results[s.request_id] for s in states]
+                whole = results.get(delta.request_id)
+                results[delta.request_id] = delta if whole is None else whole.merge(delta)
+        return [RequestOutput.of(results[r.request_id], prompt, r.prompt_token_ids)
+                for r, (prompt, _) in zip(made, requests)]

@@ -1,10 +1,12 @@
-"""Turns one sequence's sampled tokens into streamed text: detokenizes, finds stop strings
-across token boundaries, and holds back only text that could still become a stop string."""
+"""Turns one sequence's sampled tokens into streamed text: detokenizes, decides when it stops
+(stop tokens, stop strings across token boundaries, length), and holds back only text that could
+still become a stop string."""
 
 from __future__ import annotations
 
 from .detokenizer import IncrementalDetokenizer
 from .outputs import CompletionOutput, TokenLogprob
+from .sampling_params import SamplingParams
 
 
 def find_stop(text: str, new_from: int, stops: list[str]) -> int:
@@ -29,41 +31,51 @@ def partial_stop_length(text: str, stops: list[str]) -> int:
 
 
 class SequenceOutput:
-    """The text side of a sequence: what was generated and what has been handed out."""
+    """The text side of a sequence, and the one place where it is decided that a sequence stops:
+    at EOS or a stop token, at a stop string, at max_tokens or at the end of the context window."""
 
-    __slots__ = ("index", "detokenizer", "stops", "text", "sent_chars", "new_token_ids", "new_logprobs",
-                 "matched_stop")
+    __slots__ = ("index", "detokenizer", "stops", "stop_ids", "max_tokens", "max_model_len", "num_prompt_tokens",
+                 "num_output_tokens", "text",
+                 "sent_chars", "new_token_ids", "new_logprobs", "matched_stop")
 
-    def __init__(self, index: int, detokenizer: IncrementalDetokenizer, stops: list[str]):
+    def __init__(self, index: int, detokenizer: IncrementalDetokenizer, params: SamplingParams,
+                 eos_id: int | None, num_prompt_tokens: int, max_model_len: int):
         self.index = index
         self.detokenizer = detokenizer
-        self.stops = stops
+        self.stops = params.stop
+        self.stop_ids = set(params.stop_token_ids) | ({eos_id} if eos_id is not None and not params.ignore_eos else set())
+        self.max_tokens = params.max_tokens
+        self.max_model_len = max_model_len
+        self.num_prompt_tokens = num_prompt_tokens
+        self.num_output_tokens = 0
         self.text = ""
         self.sent_chars = 0
         self.new_token_ids: list[int] = []
         self.new_logprobs: list[TokenLogprob] | None = None
         self.matched_stop = False
 
-    def add_token(self, token_id: int, logprob: TokenLogprob | None, is_stop_token: bool) -> bool:
-        """Append a sampled token; True when a stop string ends in the text it completes (the
-        text is then cut where the stop string begins)."""
+    def add_token(self, token_id: int, logprob: TokenLogprob | None) -> str | None:
+        """Append a sampled token; the reason the sequence ends with it ("stop" or "length"), or
+        None. A stop string cuts the text where it begins."""
         self.new_token_ids.append(token_id)
+        self.num_output_tokens += 1
         if logprob is not None:
             self.new_logprobs = (self.new_logprobs or []) + [logprob]
-        if is_stop_token:  # EOS or a stop_token_id: its text is not part of the output
-            return False
-        piece = self.detokenizer.push(token_id)
-        if not piece:
-            return False
+        if token_id in self.stop_ids:  # its text is not part of the output
+            return "stop"
         new_from = len(self.text)
-        self.text += piece
-        if self.stops:
+        self.text += self.detokenizer.push(token_id)
+        if self.stops and len(self.text) > new_from:
             at = find_stop(self.text, new_from, self.stops)
             if at >= 0:
                 self.text = self.text[:at]
                 self.matched_stop = True
-                return True
-        return False
+                return "stop"
+        if self.max_tokens is not None and self.num_output_tokens >= self.max_tokens:
+            return "length"
+        if self.num_prompt_tokens + self.num_output_tokens >= self.max_model_len:
+            return "length"
+        return None
 
     def take_delta(self, finish_reason: str | None) -> CompletionOutput:
         """What is new since the last delta. Until the end, text that might be the start of a

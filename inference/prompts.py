@@ -37,7 +37,7 @@ class Prompt:
 
     token_ids: list[int]
     stop_token_ids: list[int] = field(default_factory=list)
-    continues_prompt: bool = True  # the output's text continues the prompt's (see LLMEngine.make_request)
+    continues_prompt: bool = True  # the output's text continues the prompt's (see EngineRequest)
     stop: list[str] = field(default_factory=list)  # stop strings the format adds
 
     def sampling_params(self, params: SamplingParams) -> SamplingParams:

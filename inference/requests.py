@@ -1,55 +1,42 @@
-"""A request checked and tokenized, ready for the engine. Making one needs only the tokenizer and
-the engine's limits, so a server's front process can refuse a bad request without the engine."""
+"""A request checked and tokenized, ready for the engine: `EngineRequest`, the one thing that
+crosses the engine boundary (to an engine on a thread, or pickled to an engine process). Making
+one needs only the tokenizer and the engine's limits, so a server's front process refuses a bad
+request before anything reaches the engine; the engine alone turns it into sequences."""
 
 from __future__ import annotations
 
-import itertools
-import secrets
 import time
 from dataclasses import dataclass
 
-from .detokenizer import IncrementalDetokenizer
-from .output_processor import SequenceOutput
-from .outputs import RequestMetrics, TokenLogprob
+from .config import EngineConfig
 from .sampling_params import SamplingParams
-from .sequence import Sequence
 from .tokenizer import Tokenizer
 
 
-@dataclass(slots=True)
-class RequestState:
+@dataclass(frozen=True, slots=True)
+class EngineRequest:
     request_id: str
-    prompt: str | None
-    prompt_token_ids: list[int]
+    prompt_token_ids: tuple[int, ...]
     params: SamplingParams
-    continues_prompt: bool
-    seqs: list[Sequence]
-    outputs: list[SequenceOutput]
-    metrics: RequestMetrics
-    prompt_logprobs: list[TokenLogprob] | None = None  # with params.prompt_logprobs: filled as computed
-    prompt_logprobs_sent: bool = False
-
-    @property
-    def finished(self) -> bool:
-        return all(s.finished for s in self.seqs)
+    arrival_time: float  # time.monotonic() in the process that made it (one clock for the machine)
+    # the output's text continues the prompt's (a leading space is kept); False decodes it as a
+    # text of its own, as Meta's chat reference does with an answer
+    continues_prompt: bool = True
 
 
 class RequestMaker:
-    def __init__(self, tokenizer: Tokenizer, max_model_len: int, block_size: int, num_blocks: int):
+    def __init__(self, tokenizer: Tokenizer, config: EngineConfig, num_blocks: int):
         self.tokenizer = tokenizer
-        self.max_model_len = max_model_len
-        self.block_size = block_size
+        self.max_model_len = config.max_model_len
+        self.block_size = config.block_size
         self.num_blocks = num_blocks
-        self._seq_ids = itertools.count()
 
     def make(self, request_id: str, prompt: str | list[int], params: SamplingParams,
-             continues_prompt: bool = True) -> RequestState:
-        """Raises ValueError with a message fit for the user. `continues_prompt`: the output's text
-        continues the prompt's (a leading space is kept); False decodes it as a text of its own,
-        as Meta's chat reference does with an answer."""
+             continues_prompt: bool = True) -> EngineRequest:
+        """Check and tokenize a request; raises ValueError with a message fit for the user."""
         if not isinstance(params, SamplingParams):
             raise ValueError(f"params must be SamplingParams, got {type(params).__name__}")
-        text, ids = self._prompt_ids(prompt)
+        ids = self._prompt_ids(prompt)
         limit = self.max_model_len
         if len(ids) >= limit:
             raise ValueError(f"the prompt has {len(ids)} tokens; the context window is {limit} tokens "
@@ -61,26 +48,17 @@ class RequestMaker:
         if needed > self.num_blocks:
             raise ValueError(f"the request needs up to {needed} KV-cache blocks but the pool has "
                              f"{self.num_blocks}; lower max_tokens or the prompt length")
-        seqs, outputs = [], []
-        started = continues_prompt and self.tokenizer.has_text(ids)
-        base_seed = params.seed if params.seed is not None else secrets.randbits(62)
-        for i in range(params.n):
-            seq = Sequence(next(self._seq_ids), request_id, i, list(ids), len(ids), params,
-                           seed=base_seed if i == 0 else hash((base_seed, i)), parent=seqs[0] if seqs else None)
-            seqs.append(seq)
-            outputs.append(SequenceOutput(i, IncrementalDetokenizer(self.tokenizer, started), params.stop))
-        return RequestState(request_id, text, ids, params, continues_prompt, seqs, outputs,
-                            RequestMetrics(time.monotonic()), [] if params.prompt_logprobs is not None else None)
+        return EngineRequest(request_id, tuple(ids), params, time.monotonic(), continues_prompt)
 
-    def _prompt_ids(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
+    def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("the prompt is empty")
-            return prompt, self.tokenizer.encode(prompt, bos=True)
+            return self.tokenizer.encode(prompt, bos=True)
         if not isinstance(prompt, (list, tuple)) or not prompt:
             raise ValueError("the prompt must be a non-empty string or a non-empty list of token ids")
         vocab = self.tokenizer.vocab_size
         for t in prompt:
             if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
                 raise ValueError(f"prompt token id {t!r} is outside the vocabulary [0, {vocab})")
-        return None, list(prompt)
+        return list(prompt)

@@ -11,7 +11,6 @@ the GPU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -19,16 +18,23 @@ import torch.distributed as dist
 import kernels
 
 from .attention import AttentionMetadata, warm_up_attention
-from .config import EngineConfig, ModelConfig
+from .config import EngineConfig
 from .cuda_graphs import DecodeGraphs
 from .memory import gpu_kv_cache_budget
 from .model import LlamaModel, TensorParallel
 from .outputs import TokenLogprob
 from .sampler import SamplerOutput, SamplingTensors, sample, score
 from .scheduler import Batch
-from .sequence import PENDING, Sequence
+from .sequence import PENDING
 from .transfer import flat_to_device, split_aligned
 from .weights import fill_random, load_weights
+
+
+# A step's small inputs travel in two flat tensors (one copy each), in these parts and this order;
+# tensor-parallel workers read the first four int64 parts and all int32 ones (see tensor_parallel.py).
+INT64_PARTS = ("input_ids", "positions", "slot_mapping", "logit_rows", "pending_at", "pending_rows",
+               "prompt_targets")
+INT32_PARTS = ("cu_seqlens_q", "context_lens", "block_tables")
 
 
 @dataclass(slots=True)
@@ -68,37 +74,36 @@ class LaunchedStep:
 
 
 class ModelRunner:
-    def __init__(self, model_config: ModelConfig, engine_config: EngineConfig, model_dir: str | Path,
-                 dtype: torch.dtype, device: torch.device, sample_vocab_size: int,
-                 tp: TensorParallel = TensorParallel(), load_format: str = "auto"):
+    def __init__(self, config: EngineConfig, sample_vocab_size: int, tp: TensorParallel = TensorParallel(),
+                 device: torch.device | None = None):
         """`sample_vocab_size`: tokens the tokenizer can decode; the model's extra rows (a padded
-        embedding) are never sampled. `load_format` "random" fills seeded random weights instead
-        of reading the checkpoint (benchmarks)."""
-        self.model_config, self.config = model_config, engine_config
-        self.device, self.dtype = device, dtype
-        self.sample_vocab_size = min(sample_vocab_size, model_config.vocab_size)
-        self.model = LlamaModel(model_config, dtype, device, tp)
-        if load_format == "random":
+        embedding) are never sampled. `device`: this rank's (default: the config's)."""
+        self.config, self.model_config = config, config.model_config
+        self.device = device = device or config.torch_device
+        self.dtype = dtype = config.torch_dtype
+        self.sample_vocab_size = min(sample_vocab_size, self.model_config.vocab_size)
+        self.model = LlamaModel(self.model_config, dtype, device, tp)
+        if config.load_format == "random":  # benchmarks: seeded random weights, no checkpoint read
             fill_random(self.model)
-        elif load_format == "auto":
-            load_weights(self.model, model_dir)
         else:
-            raise ValueError(f"unknown load_format {load_format!r}: use auto or random")
+            load_weights(self.model, config.model_dir)
         cuda = device.type == "cuda"
         self.num_sms = torch.cuda.get_device_properties(device).multi_processor_count if cuda else 1
         self.num_blocks = self._pool_size()
-        cfg, bs = model_config, engine_config.block_size
+        cfg, bs = self.model_config, config.block_size
         self.kv_cache = torch.zeros(cfg.num_layers, 2, self.num_blocks, bs, self.model.num_local_kv_heads,
                                     cfg.head_dim, dtype=dtype, device=device)
         if cuda:
             warm_up_attention(self.model.layers[0].num_heads, self.model.num_local_kv_heads, cfg.head_dim, bs,
                               dtype, device)
         self.graphs = None  # tensor-parallel ranks capture their all-reduces too (see tensor_parallel.py)
-        if cuda and not engine_config.enforce_eager:
-            self.graphs = DecodeGraphs(self.model, self.kv_cache, engine_config.max_num_seqs,
-                                       -(-engine_config.max_model_len // bs), engine_config.max_model_len,
-                                       self.num_sms)
-        self._last_sampled: torch.Tensor | None = None  # tokens of the last launched step, on the GPU
+        if cuda and not config.enforce_eager:
+            self.graphs = DecodeGraphs(self.model, self.kv_cache, config.max_num_seqs, config.max_blocks_per_seq,
+                                       config.max_model_len, self.num_sms)
+        # the tokens the last launched step samples, on the device, and each sequence's row there:
+        # where the next step finds the tokens still PENDING on the host
+        self._last_sampled: torch.Tensor | None = None
+        self._last_sampled_rows: dict[int, int] = {}  # seq_id -> row
 
     def shutdown(self) -> None:
         """Nothing runs beside a single-device runner (see TensorParallelRunner)."""
@@ -130,52 +135,53 @@ class ModelRunner:
 
     def prepare(self, batch: Batch) -> StepInputs:
         bs = self.config.block_size
-        ids, positions, slots, cu, ctx, tables = [], [], [], [0], [], []
-        sample_rows, sample_seqs, pending_at, pending_rows = [], [], [], []
-        prompt_rows, prompt_targets, prompt_spans = [], [], []
+        longs = {name: [] for name in INT64_PARTS}
+        cu, ctx, tables = [0], [], []
+        sample_rows, sample_seqs, prompt_rows, prompt_spans = [], [], [], []
         num_decodes = 0
-        for i, (seq, start, n) in enumerate(zip(batch.seqs, batch.starts, batch.num_new_tokens)):
+        for i, (seq, start, n, scored) in enumerate(zip(batch.seqs, batch.starts, batch.num_new_tokens, batch.scored)):
             end = start + n
             if n == 1 and num_decodes == i:
                 num_decodes += 1
-            if seq.token_ids[end - 1] == PENDING:  # sampled by the step before, still on the GPU
-                pending_at.append(cu[-1] + n - 1)
-                pending_rows.append(seq.pending_row)
-            if seq.wants_prompt_logprobs and (scored := _scored_positions(seq, start, end)):
+            if seq.token_ids[end - 1] == PENDING:  # sampled by the step before, still on the device
+                longs["pending_at"].append(cu[-1] + n - 1)
+                longs["pending_rows"].append(self._last_sampled_rows[seq.seq_id])
+            if scored:
                 prompt_rows.extend(cu[-1] + p - start for p in scored)
-                prompt_targets.extend(seq.token_ids[p + 1] for p in scored)
+                longs["prompt_targets"].extend(seq.token_ids[p + 1] for p in scored)
                 prompt_spans.append((i, len(scored)))
-                seq.next_prompt_logprob = scored[-1] + 2
-            ids.extend(seq.token_ids[start:end])
-            positions.extend(range(start, end))
+            longs["input_ids"].extend(seq.token_ids[start:end])
+            longs["positions"].extend(range(start, end))
             table = seq.block_table
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            longs["slot_mapping"].extend(table[p // bs] * bs + p % bs for p in range(start, end))
             cu.append(cu[-1] + n)
             ctx.append(end)
             tables.append(table)
-            if batch.sampled[i]:
+            if batch.samples[i]:
                 sample_rows.append(cu[-1] - 1)
                 sample_seqs.append(i)
+        longs["logit_rows"] = sample_rows + prompt_rows
         width = max(len(t) for t in tables)
         flat_tables = [b for t in tables for b in (t + [0] * (width - len(t)))]
-        # the first four are what tensor-parallel workers read (see tensor_parallel.py)
-        longs = [ids, positions, slots, sample_rows + prompt_rows, pending_at, pending_rows, prompt_targets]
-        packed = (flat_to_device(longs, torch.int64, self.device),
-                  flat_to_device([cu, ctx, flat_tables], torch.int32, self.device))
-        ints = split_aligned(packed[0], [len(values) for values in longs])
-        int32s = split_aligned(packed[1], [len(cu), len(ctx), len(flat_tables)])
-        input_ids = ints[0]
-        if pending_at:
-            input_ids[ints[4]] = self._last_sampled[ints[5]]
+        ints = {"cu_seqlens_q": cu, "context_lens": ctx, "block_tables": flat_tables}
+        packed = (flat_to_device(list(longs.values()), torch.int64, self.device),
+                  flat_to_device(list(ints.values()), torch.int32, self.device))
+        long_views = dict(zip(INT64_PARTS, split_aligned(packed[0], [len(v) for v in longs.values()])))
+        int_views = dict(zip(INT32_PARTS, split_aligned(packed[1], [len(v) for v in ints.values()])))
+        input_ids = long_views["input_ids"]
+        if longs["pending_at"]:
+            input_ids[long_views["pending_at"]] = self._last_sampled[long_views["pending_rows"]]
         decode_ctx = max(ctx[:num_decodes], default=0)
         meta = AttentionMetadata(
-            cu_seqlens_q=int32s[0], context_lens=int32s[1], block_tables=int32s[2].view(len(tables), width),
-            slot_mapping=ints[2], max_query_len=max(batch.num_new_tokens), max_context_len=max(ctx),
-            num_decodes=num_decodes,
+            cu_seqlens_q=int_views["cu_seqlens_q"], context_lens=int_views["context_lens"],
+            block_tables=int_views["block_tables"].view(len(tables), width), slot_mapping=long_views["slot_mapping"],
+            max_query_len=max(batch.num_new_tokens), max_context_len=max(ctx), num_decodes=num_decodes,
             decode_splits=kernels.decode_num_splits(num_decodes, self.model.num_local_kv_heads, decode_ctx,
                                                     self.num_sms))
-        prompt = PromptScoring(prompt_spans, prompt_targets, ints[6]) if prompt_spans else None
-        return StepInputs(input_ids, ints[1], meta, ints[3], sample_seqs, packed, prompt)
+        prompt = PromptScoring(prompt_spans, longs["prompt_targets"], long_views["prompt_targets"]) \
+            if prompt_spans else None
+        return StepInputs(input_ids, long_views["positions"], meta, long_views["logit_rows"], sample_seqs, packed,
+                          prompt)
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> tuple[torch.Tensor, StepInputs]:
@@ -215,8 +221,7 @@ class ModelRunner:
             seqs = [batch.seqs[i] for i in sample_seqs]
             out = sample(logits[:len(seqs)], SamplingTensors.build(seqs, logits.shape[-1], self.device))
             self._last_sampled = out.tokens
-            for row, seq in enumerate(seqs):
-                seq.pending_row = row
+            self._last_sampled_rows = {seq.seq_id: row for row, seq in enumerate(seqs)}
         if prompt is not None:
             k = max(batch.seqs[i].params.prompt_logprobs for i, _ in prompt.spans)
             prompt_out = score(logits[len(sample_seqs):], prompt.targets, k)
@@ -249,12 +254,6 @@ class ModelRunner:
             for i, rows in spans:
                 scored[i] = [next(logprobs) for _ in range(rows)]
         return results, scored
-
-
-def _scored_positions(seq: Sequence, start: int, end: int) -> range:
-    """The positions among [start, end) whose rows score a prompt token not scored yet: the row
-    at position p scores prompt token p + 1."""
-    return range(max(start, seq.next_prompt_logprob - 1), min(end, seq.num_prompt_tokens - 1))
 
 
 def _logprobs(out: SamplerOutput, tokens: list[int], ks: list[int | None]) -> list[TokenLogprob | None]:

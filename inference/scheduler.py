@@ -9,7 +9,10 @@ waits to be recomputed from its tokens (prompt and output so far), so no output 
 Scheduling runs one step ahead of the results: `schedule()` advances each sequence as if the
 step had already run, and appends a PENDING token for each token the step samples, so that the
 next step can be scheduled (and computed on the GPU) before this one's tokens are read back.
-`postprocess()` later fills the pending tokens in and applies the token-level stops.
+`postprocess()` later fills the pending tokens in. Whether a token ends its sequence is the
+output processor's decision (`SequenceOutput.add_token`); `finish()` applies it.
+
+The scheduler owns the block manager: every block a sequence holds is taken and given back here.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from .sequence import PENDING, Sequence, Status
 @dataclass(slots=True)
 class Batch:
     """The sequences of one step: sequence i computes tokens starts[i] : starts[i] + num_new_tokens[i]
-    and, when `sampled[i]`, samples the token after them (a PENDING token until read back)."""
+    and, when `samples[i]`, samples the token after them (a PENDING token until read back). With
+    prompt logprobs, the rows of positions `scored[i]` score the prompt token after each."""
 
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
-    sampled: list[bool] = field(default_factory=list)
+    samples: list[bool] = field(default_factory=list)
+    scored: list[range] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -47,17 +52,10 @@ class Batch:
         return self.num_new_tokens.pop(i)
 
 
-@dataclass(slots=True)
-class Finished:
-    seq: Sequence
-    reason: str
-
-
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager, eos_token_id: int | None):
+    def __init__(self, config: EngineConfig, num_blocks: int):
         self.config = config
-        self.blocks = block_manager
-        self.eos_token_id = eos_token_id
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -78,7 +76,7 @@ class Scheduler:
             if seq.status is not Status.RUNNING or self._done_sampling(seq):
                 continue  # preempted below while making room, or finishing once its token is read
             n = min(seq.num_uncomputed_tokens, budget)
-            while not self.blocks.can_append(seq, n):
+            while not self.block_manager.can_append(seq, n):
                 victim = self.running[-1]
                 if victim in batch.seqs:
                     budget += batch.remove(victim)
@@ -87,25 +85,37 @@ class Scheduler:
                 if victim is seq:
                     break
             else:
-                self.blocks.append_slots(seq, n)
+                self.block_manager.append_slots(seq, n)
                 batch.add(seq, n)
                 budget -= n
         if not preempted:
             self._admit_waiting(batch, budget)
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+        for seq, start, n in zip(batch.seqs, batch.starts, batch.num_new_tokens):
+            batch.scored.append(self._scored_positions(seq, start, start + n))
             seq.num_computed_tokens += n
             samples = seq.num_computed_tokens == seq.num_tokens
-            batch.sampled.append(samples)
+            batch.samples.append(samples)
             if samples:
                 seq.token_ids.append(PENDING)
         return batch
+
+    @staticmethod
+    def _scored_positions(seq: Sequence, start: int, end: int) -> range:
+        """The positions among [start, end) whose rows score a prompt token not scored yet (the
+        row at position p scores prompt token p + 1); marks them scored."""
+        if not seq.wants_prompt_logprobs:
+            return range(0)
+        scored = range(max(start, seq.next_prompt_logprob - 1), min(end, seq.num_prompt_tokens - 1))
+        if scored:
+            seq.next_prompt_logprob = scored[-1] + 2
+        return scored
 
     def _done_sampling(self, seq: Sequence) -> bool:
         return seq.output_limit_reached or seq.num_tokens >= self.config.max_model_len
 
     def _admit_waiting(self, batch: Batch, budget: int) -> None:
         skipped: list[Sequence] = []
-        bs = self.blocks.block_size
+        bs = self.block_manager.block_size
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting.popleft()
             parent = seq.parent
@@ -114,9 +124,9 @@ class Scheduler:
                 skipped.append(seq)  # shares the parent's prompt blocks once they are cached
                 continue
             # a prompt to be scored is computed in full: cached blocks would skip its logits
-            cached = [] if seq.wants_prompt_logprobs else self.blocks.find_cached_prefix(seq)
+            cached = [] if seq.wants_prompt_logprobs else self.block_manager.find_cached_prefix(seq)
             n = min(seq.num_tokens - len(cached) * bs, budget)
-            if not self.blocks.admit(seq, cached, n):
+            if not self.block_manager.admit(seq, cached, n):
                 self.waiting.appendleft(seq)
                 break
             seq.status = Status.RUNNING
@@ -127,56 +137,40 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
-        self.blocks.free(seq)
+        self.block_manager.free(seq)
         seq.status = Status.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
 
     # --- after the step ---------------------------------------------------------------------------
 
-    def postprocess(self, batch: Batch, sampled: list[int | None]) -> tuple[list[int | None], list[Finished]]:
-        """Once the step's tokens are read back: cache the blocks it completed, fill in its
-        sampled tokens, and finish the sequences that hit a token-level stop (EOS, a stop token,
-        max_tokens, the context window). Stop strings are the output processor's, which calls
-        `finish`. Returns the tokens taken (None for a sequence that finished while the step
-        ran: aborted, or stopped by a string) and the sequences finished here."""
-        finished, taken = [], []
+    def postprocess(self, batch: Batch, sampled: list[int | None]) -> list[int | None]:
+        """Once the step's tokens are read back: cache the blocks it completed and fill in its
+        sampled tokens. Returns the tokens taken (None for a sequence that finished while the
+        step ran: aborted, or stopped by the token before)."""
+        taken = []
         for seq, start, n, token in zip(batch.seqs, batch.starts, batch.num_new_tokens, sampled):
             taken.append(None if seq.finished else token)
             if seq.finished:
                 continue
             if seq.status is Status.RUNNING:
-                self.blocks.cache_computed_blocks(seq, start + n)
-            if token is None:
-                continue
-            position = start + n
-            seq.token_ids[position] = token
-            reason = self._stop_reason(seq, position)
-            if reason:
-                del seq.token_ids[position + 1:]  # a token the next step is already computing
-                self.finish(seq, reason)
-                finished.append(Finished(seq, reason))
-        return taken, finished
-
-    def _stop_reason(self, seq: Sequence, position: int) -> str | None:
-        p, token = seq.params, seq.token_ids[position]
-        if (token == self.eos_token_id and not p.ignore_eos) or token in p.stop_token_ids:
-            return "stop"
-        num_output = position + 1 - seq.num_prompt_tokens
-        if p.max_tokens is not None and num_output >= p.max_tokens:
-            return "length"
-        if position + 1 >= self.config.max_model_len:
-            return "length"
-        return None
+                self.block_manager.cache_computed_blocks(seq, start + n)
+            if token is not None:
+                seq.token_ids[start + n] = token
+        return taken
 
     def finish(self, seq: Sequence, reason: str) -> None:
+        """End a sequence now and free its blocks; tokens the step in flight is computing for it
+        are dropped."""
         if seq.finished:
             return
+        while seq.token_ids[-1] == PENDING:
+            seq.token_ids.pop()
         if seq.status is Status.RUNNING:
             self.running.remove(seq)
         else:
             self.waiting.remove(seq)
-        self.blocks.free(seq)
+        self.block_manager.free(seq)
         seq.status = Status.FINISHED
         seq.finish_reason = reason
 

@@ -23,11 +23,11 @@ class Sequence:
     keys/values in the cache (or are being computed by the step in flight), in the blocks of
     `block_table`; the rest are computed by the next steps (a prefill chunk, or the last sampled
     token in a decode step). The last token may be PENDING: sampled by the step in flight, its
-    value not yet read back; `pending_row` is its row in that step's sampled tokens. Sample
-    `index` of a request with n > 1 waits for sample 0 (`parent`) to cache its prompt blocks,
-    then shares them. With `params.prompt_logprobs`, sample 0 also scores its prompt: the
-    logprob of each prompt token after the first, `next_prompt_logprob` being the next one to
-    compute (so a prompt recomputed after preemption is not scored twice)."""
+    value not yet read back. Sample `index` of a request with n > 1 waits for sample 0
+    (`parent`) to cache its prompt blocks, then shares them. With `params.prompt_logprobs`,
+    sample 0 also scores its prompt: the logprob of each prompt token after the first,
+    `next_prompt_logprob` being the next one the scheduler assigns to a step (so a prompt
+    recomputed after preemption is not scored twice)."""
 
     seq_id: int
     request_id: str
@@ -43,7 +43,6 @@ class Sequence:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache at first admission
     admitted: bool = False
-    pending_row: int | None = None
     finish_reason: str | None = None
     next_prompt_logprob: int = 1
 

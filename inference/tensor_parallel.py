@@ -14,8 +14,10 @@ without a round trip through the host.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import socket
+from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
@@ -23,15 +25,38 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from .attention import AttentionMetadata
-from .config import EngineConfig, ModelConfig
+from .config import EngineConfig
 from .model import TensorParallel
 from .runner import ModelRunner, StepInputs
 from .scheduler import Batch
 from .transfer import aligned_sizes, flat_to_device, split_aligned
 
-_STEP, _STOP = 0, 1
-_HEADER = 11  # kind, tokens, seqs, table width, sampling rows, sizes of the two flat tensors, max query len,
-#               max context len, decodes, splits
+
+@dataclass(frozen=True, slots=True)
+class StepHeader:
+    """What a worker must know of a step before it can receive its inputs; travels as int64s."""
+
+    stop: int  # 1: no step follows, leave the group
+    num_tokens: int
+    num_seqs: int
+    table_width: int
+    num_logit_rows: int
+    int64_size: int  # elements of the two flat input tensors
+    int32_size: int
+    max_query_len: int
+    max_context_len: int
+    num_decodes: int
+    decode_splits: int
+
+    LENGTH = 11
+
+    def to_device(self, device: torch.device) -> torch.Tensor:
+        # (padded to 16 bytes for the copy; broadcast without the padding)
+        return flat_to_device([dataclasses.astuple(self)], torch.int64, device)[:self.LENGTH]
+
+    @classmethod
+    def stopping(cls) -> "StepHeader":
+        return cls(1, *[0] * (cls.LENGTH - 1))
 
 
 def _join_group(rank: int, world: int, port: int, device: torch.device) -> TensorParallel:
@@ -51,41 +76,41 @@ def _send(inputs: StepInputs, device: torch.device) -> None:
     tensors (their parts aligned as on rank 0, so no rank compiles kernels for new alignments).
     Nothing here waits for the device: rank 0 keeps queueing while the previous step runs."""
     meta = inputs.meta
-    b, width = meta.block_tables.shape
+    num_seqs, width = meta.block_tables.shape
     longs, ints = inputs.packed
-    header = flat_to_device([[_STEP, inputs.input_ids.shape[0], b, width, inputs.logit_rows.shape[0],
-                              longs.shape[0], ints.shape[0], meta.max_query_len, meta.max_context_len,
-                              meta.num_decodes, meta.decode_splits]], torch.int64, device)
-    dist.broadcast(header[:_HEADER], 0)  # (without the padding to 16 bytes)
+    header = StepHeader(0, inputs.input_ids.shape[0], num_seqs, width, inputs.logit_rows.shape[0], longs.shape[0],
+                        ints.shape[0], meta.max_query_len, meta.max_context_len, meta.num_decodes, meta.decode_splits)
+    dist.broadcast(header.to_device(device), 0)
     dist.broadcast(longs, 0)
     dist.broadcast(ints, 0)
 
 
 def _receive(device: torch.device) -> StepInputs | None:
-    header = torch.empty(_HEADER, dtype=torch.int64, device=device)
-    dist.broadcast(header, 0)
-    kind, t, b, width, s, num_longs, num_ints, max_q, max_ctx, decodes, splits = header.tolist()
-    if kind == _STOP:
+    raw = torch.empty(StepHeader.LENGTH, dtype=torch.int64, device=device)
+    dist.broadcast(raw, 0)
+    h = StepHeader(*raw.tolist())
+    if h.stop:
         return None
-    packed = (torch.empty(num_longs, dtype=torch.int64, device=device),
-              torch.empty(num_ints, dtype=torch.int32, device=device))
+    packed = (torch.empty(h.int64_size, dtype=torch.int64, device=device),
+              torch.empty(h.int32_size, dtype=torch.int32, device=device))
     dist.broadcast(packed[0], 0)
     dist.broadcast(packed[1], 0)
-    # the parts rank 0 laid out first; its pending-token lists follow and are not needed here
-    lengths = [t, t, t, s]
+    # input_ids, positions, slot_mapping, logit_rows: the int64 parts rank 0 lays out first (runner.INT64_PARTS);
+    # the rest (its pending and prompt-scoring tokens) are rank 0's alone
+    lengths = [h.num_tokens] * 3 + [h.num_logit_rows]
     ids, positions, slots, rows = split_aligned(packed[0][:sum(aligned_sizes(lengths, torch.int64))], lengths)
-    cu, ctx, tables = split_aligned(packed[1], [b + 1, b, b * width])
-    meta = AttentionMetadata(cu, ctx, tables.view(b, width), slots, max_q, max_ctx, decodes, splits)
+    cu, ctx, tables = split_aligned(packed[1], [h.num_seqs + 1, h.num_seqs, h.num_seqs * h.table_width])
+    meta = AttentionMetadata(cu, ctx, tables.view(h.num_seqs, h.table_width), slots, h.max_query_len,
+                             h.max_context_len, h.num_decodes, h.decode_splits)
     return StepInputs(ids, positions, meta, rows, [], packed)
 
 
-def _worker(rank: int, world: int, port: int, args: tuple) -> None:
-    model_config, engine_config, model_dir, dtype, device, sample_vocab, load_format = args
+def _worker(rank: int, world: int, port: int, config: EngineConfig, sample_vocab_size: int) -> None:
     # Ctrl-C reaches every process of the terminal's group: rank 0 decides when the workers stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    device = _rank_device(device, rank)
+    device = _rank_device(config.torch_device, rank)
     tp = _join_group(rank, world, port, device)
-    runner = ModelRunner(model_config, engine_config, model_dir, dtype, device, sample_vocab, tp, load_format)
+    runner = ModelRunner(config, sample_vocab_size, tp, device)
     while (inputs := _receive(device)) is not None:
         runner.run(inputs)
     _leave_group(runner)
@@ -110,25 +135,25 @@ class TensorParallelRunner(ModelRunner):
     """Rank 0's runner: the ModelRunner of the first shard, which also starts the other ranks'
     processes and sends them each step's inputs."""
 
-    def __init__(self, model_config: ModelConfig, engine_config: EngineConfig, model_dir, dtype: torch.dtype,
-                 device: torch.device, sample_vocab_size: int, world: int, load_format: str = "auto"):
-        device = _rank_device(device, 0)  # "cuda" means the first of the ranks' GPUs
+    def __init__(self, config: EngineConfig, sample_vocab_size: int):
+        world = config.tensor_parallel_size
+        device = _rank_device(config.torch_device, 0)  # "cuda" means the first of the ranks' GPUs
         if device.type == "cuda" and device.index + world > torch.cuda.device_count():
             raise ValueError(f"tensor parallelism over {world} GPUs needs {world} GPUs from {device}; "
                              f"this machine has {torch.cuda.device_count()}")
         check = TensorParallel(0, world)  # refuse an impossible split before starting any process
+        model_config = config.model_config
         check.shard(model_config.num_heads, "num_attention_heads")
         check.shard(model_config.num_kv_heads, "num_key_value_heads")
         check.shard(model_config.intermediate_size, "intermediate_size")
         port = _free_port()
-        args = (model_config, engine_config, model_dir, dtype, device, sample_vocab_size, load_format)
         ctx = mp.get_context("spawn")
-        self._workers = [ctx.Process(target=_worker, args=(r, world, port, args), daemon=True)
+        self._workers = [ctx.Process(target=_worker, args=(r, world, port, config, sample_vocab_size), daemon=True)
                          for r in range(1, world)]
         for w in self._workers:
             w.start()
         tp = _join_group(0, world, port, device)
-        super().__init__(model_config, engine_config, model_dir, dtype, device, sample_vocab_size, tp, load_format)
+        super().__init__(config, sample_vocab_size, tp, device)
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> tuple[torch.Tensor, StepInputs]:
@@ -139,9 +164,7 @@ class TensorParallelRunner(ModelRunner):
     def shutdown(self) -> None:
         if not self._workers:
             return
-        header = torch.zeros(_HEADER, dtype=torch.int64, device=self.device)
-        header[0] = _STOP  # (a synchronous copy: nothing is left to overlap)
-        dist.broadcast(header, 0)
+        dist.broadcast(StepHeader.stopping().to_device(self.device), 0)
         _leave_group(self)
         for w in self._workers:
             w.join(timeout=60)

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from .config import ModelConfig
-from .engine import resolve_dtype
+from .config import resolve_dtype
 from .model import LlamaModel, TensorParallel
 from .model_info import ModelInfo, check_name_fits, load_model_info, read_metadata, size_from_config
 from .model_source import resolve_model_dir

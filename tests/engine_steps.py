@@ -13,10 +13,10 @@ def logits_per_step(engine: LLMEngine, prompts: list[list[int]], steps: int,
     """Prefill all prompts together, then decode `steps` tokens feeding `forced` tokens; the
     raw logits each sequence gets at every step (float32, on the CPU)."""
     params = SamplingParams(max_tokens=steps + 1, temperature=0)
-    states = [engine.make_request(f"forced{i}", p, params) for i, p in enumerate(prompts)]
-    for s in states:
-        engine.add(s)
-    seqs = [s.seqs[0] for s in states]
+    requests = [engine.make_request(f"forced{i}", p, params) for i, p in enumerate(prompts)]
+    for r in requests:
+        engine.add(r)
+    seqs = [engine.requests[r.request_id].seqs[0] for r in requests]
     got = [[] for _ in prompts]
     for step in range(steps + 1):
         batch = engine.scheduler.schedule()
@@ -28,6 +28,6 @@ def logits_per_step(engine: LLMEngine, prompts: list[list[int]], steps: int,
             got[k].append(logits[row].float().cpu())
             sampled[i] = forced[k][len(got[k]) - 1]
         engine.scheduler.postprocess(batch, sampled)
-    for s in states:
-        engine.abort(s.request_id)
+    for r in requests:
+        engine.abort(r.request_id)
     return got

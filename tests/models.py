@@ -70,7 +70,7 @@ def chain(token_ids: list[int]) -> dict[int, int]:
 
 
 def assert_pool_full(engine) -> None:
-    blocks = engine.blocks
+    blocks = engine.scheduler.block_manager
     assert blocks.num_free_blocks == blocks.num_blocks, "KV blocks leaked"
-    assert all(b.ref_count == 0 for b in blocks.blocks)
+    assert all(b.ref_count == 0 for b in blocks.pool)
     assert not engine.scheduler.running and not engine.scheduler.waiting

@@ -79,8 +79,8 @@ class Accounting:
         self.completion_tokens += output_tokens
         if metrics.ttft is not None:
             self.ttft.observe(metrics.ttft)
-        if longest_output > 1 and metrics.last_token_time is not None:
-            self.tpot.observe((metrics.last_token_time - metrics.first_token_time) / (longest_output - 1))
+        if (per_token := metrics.time_per_output_token(longest_output)) is not None:
+            self.tpot.observe(per_token)
         if metrics.finished_time is not None:
             self.e2e.observe(metrics.finished_time - metrics.arrival_time)
 

@@ -81,7 +81,7 @@ def create_app(engine: LLMEngine | EngineFront, settings: ServerSettings | None 
     load passes an `EngineProcess`."""
     settings = settings or ServerSettings()
     serving = ServerState(engine if isinstance(engine, EngineFront) else AsyncEngine(engine), settings)
-    history = History(serving.engine)
+    history = History(serving.front)
     streams = PageStreams()
 
     @asynccontextmanager

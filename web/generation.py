@@ -1,7 +1,7 @@
 """The engine work behind one HTTP request: one engine request per prompt, merged into one stream
 of (prompt index, output delta), and ended exactly once, however the request ends.
 
-    route -> Generation -> AsyncEngine.submit (per prompt) -> one mailbox -> SSE / JSON
+    route -> Generation -> EngineFront.submit (per prompt) -> one mailbox -> SSE / JSON
 
 It holds the request's admission slots, watches for the client going away, and can be ended
 from outside (shutdown, a page's Stop button). Ending it aborts the engine requests before the
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from litestar import Response
 from litestar.types import Receive
 
-from inference import CompletionOutput, RequestOutput, SamplingParams
+from inference import EngineOutput, RequestOutput, SamplingParams
 from inference.engine_front import OutputMailbox
-from inference.requests import RequestState
 from inference.prompts import Prompt
+from inference.requests import EngineRequest
 
 from .errors import APIError
 from .protocol.common import PromptTokensDetails, Usage
@@ -28,7 +28,7 @@ from .sse import sse_response
 
 
 @dataclass(frozen=True, slots=True)
-class Part:
+class SampledPrompt:
     """One prompt of a request and how to sample it."""
 
     prompt: Prompt
@@ -41,38 +41,37 @@ class ClientDisconnected(APIError):
 
 
 class Generation:
-    def __init__(self, serving, parts: list[Part], receive: Receive | None, ability: str):
+    def __init__(self, serving, prompts: list[SampledPrompt], receive: Receive | None, ability: str):
         self.id = uuid.uuid4().hex  # unguessable: the pages use it as the stream's address
-        self.parts = parts
+        self.prompts = prompts
         self._serving = serving
-        requests = self._make_requests()
-        self._release = serving.admission.acquire(sum(p.params.n for p in parts))
+        self.requests = self._make_requests()
+        self._release = serving.admission.acquire(sum(p.params.n for p in prompts))
         serving.accounting.count_request(ability)
         self._mailbox = OutputMailbox()
-        self._unfinished = set(range(len(parts)))
-        self.prompt_tokens = [0] * len(parts)
-        self.cached_tokens = [0] * len(parts)
-        self.output_tokens = [[0] * p.params.n for p in parts]
+        self._num_finished = 0  # prompts whose engine request has finished
+        self.cached_tokens = [0] * len(prompts)
+        self.output_tokens = [[0] * p.params.n for p in prompts]
         self._closed = False
         self._end_reason: str | None = None
         serving.generations.add(self)
         self._tasks: list[asyncio.Task] = []
-        for index, request in enumerate(requests):
-            serving.engine.submit(request, self._mailbox.deliver_to(index))
+        for index, request in enumerate(self.requests):
+            serving.front.submit(request, self._mailbox.deliver_to(index))
         if receive is not None:
             self.watch(receive)
 
-    def _make_requests(self) -> list[RequestState]:
+    def _make_requests(self) -> list[EngineRequest]:
         """Check every prompt before any starts, so that a bad request is an HTTP 400 before a
         stream's headers go out and leaves nothing running."""
-        engine = self._serving.engine
+        front = self._serving.front
         requests = []
-        for index, part in enumerate(self.parts):
+        for index, sampled in enumerate(self.prompts):
             # the recipe for a prompt of an ability: its stop tokens and strings join the request's
-            params = part.prompt.sampling_params(part.params)
+            params = sampled.prompt.sampling_params(sampled.params)
             try:
-                requests.append(engine.make_request(self._request_id(index), part.prompt.token_ids, params,
-                                                  part.prompt.continues_prompt))
+                requests.append(front.make_request(self._request_id(index), sampled.prompt.token_ids, params,
+                                                   sampled.prompt.continues_prompt))
             except ValueError as e:  # the engine's messages are written for the user
                 raise APIError(400, str(e)) from None
         return requests
@@ -111,7 +110,7 @@ class Generation:
                 task.cancel()
         self._release()
         self._serving.generations.discard(self)
-        if self._unfinished:
+        if self._num_finished < len(self.prompts):
             self._serving.accounting.count_ended_early(self._end_reason or "closed")
 
     @property
@@ -119,12 +118,12 @@ class Generation:
         return self._closed
 
     def _abort_requests(self) -> None:
-        for index in self._unfinished:
-            self._serving.engine.abort(self._request_id(index))
+        for index in range(len(self.prompts)):  # (a no-op for those that have finished)
+            self._serving.front.abort(self._request_id(index))
 
     # --- consuming ---------------------------------------------------------------------------------
 
-    async def _next(self) -> tuple[int, RequestOutput]:
+    async def _next(self) -> tuple[int, EngineOutput]:
         index, out = await self._mailbox.get()
         if isinstance(out, APIError):
             raise out
@@ -133,31 +132,26 @@ class Generation:
         self._account(index, out)
         return index, out
 
-    def _account(self, index: int, out: RequestOutput) -> None:
-        self.prompt_tokens[index] = len(out.prompt_token_ids)
+    def _account(self, index: int, out: EngineOutput) -> None:
         self.cached_tokens[index] = out.num_cached_tokens
         counts = self.output_tokens[index]
         for c in out.outputs:
             counts[c.index] += len(c.token_ids)
         if out.finished:
-            self._unfinished.discard(index)
-            self._serving.accounting.observe_request(out.metrics, len(out.prompt_token_ids), max(counts),
-                                                     sum(counts))
+            self._num_finished += 1
+            self._serving.accounting.observe_request(out.metrics, len(self.requests[index].prompt_token_ids),
+                                                     max(counts), sum(counts))
 
-    async def __aiter__(self) -> AsyncIterator[tuple[int, RequestOutput]]:
-        while self._unfinished:
+    async def __aiter__(self) -> AsyncIterator[tuple[int, EngineOutput]]:
+        while self._num_finished < len(self.prompts):
             yield await self._next()
 
     async def collect(self) -> list[RequestOutput]:
         """Run to the end; one RequestOutput per prompt with its whole completions."""
-        merged: dict[int, RequestOutput] = {}
+        merged: dict[int, EngineOutput] = {}
         async for index, delta in self:
-            if index not in merged:
-                merged[index] = RequestOutput(delta.request_id, delta.prompt, delta.prompt_token_ids,
-                                              [CompletionOutput(i) for i in range(self.parts[index].params.n)],
-                                              False, delta.metrics)
-            merged[index].merge(delta)
-        return [merged[i] for i in range(len(self.parts))]
+            merged[index] = merged[index].merge(delta) if index in merged else delta
+        return [RequestOutput.of(merged[i], None, self.requests[i].prompt_token_ids) for i in range(len(self.prompts))]
 
     async def respond(self, stream: bool, events: Callable[["Generation"], AsyncIterator],
                       whole: Callable[[list[RequestOutput], Usage], object], done: bool = True):
@@ -171,6 +165,6 @@ class Generation:
             self.close()
 
     def usage(self) -> Usage:
-        prompt = sum(self.prompt_tokens)
+        prompt = sum(len(r.prompt_token_ids) for r in self.requests)
         completion = sum(map(sum, self.output_tokens))
         return Usage(prompt, completion, prompt + completion, PromptTokensDetails(sum(self.cached_tokens)))

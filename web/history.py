@@ -40,14 +40,14 @@ class Rates:
 
 
 class History:
-    def __init__(self, engine: EngineFront, interval: float = 1.0, seconds: float = 300.0):
-        self.engine = engine
+    def __init__(self, front: EngineFront, interval: float = 1.0, seconds: float = 300.0):
+        self.front = front
         self.interval = interval
         self.samples: deque[Sample] = deque(maxlen=int(seconds / interval) + 1)
 
     def sample_now(self) -> Sample:
         """A sample of this moment (not kept)."""
-        gauges = self.engine.gauges()
+        gauges = self.front.gauges()
         return Sample(time.monotonic(), gauges.running, gauges.waiting, gauges.kv_usage, gauges.stats.prompt_tokens,
                       gauges.stats.generation_tokens)
 

@@ -20,14 +20,14 @@ class ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         serving = self._serving
-        gauges = serving.engine.gauges()
+        gauges = serving.front.gauges()
         stats = gauges.stats
         gauge, counter = GaugeMetricFamily, CounterMetricFamily
         for family, name, documentation, value in (
             (gauge, "num_requests_running", "Sequences in the running batch", gauges.running),
             (gauge, "num_requests_waiting", "Sequences waiting to be scheduled", gauges.waiting),
             (gauge, "kv_cache_usage_perc", "KV-cache usage; 1 means 100 percent", gauges.kv_usage),
-            (gauge, "kv_cache_blocks_total", "KV-cache blocks in the pool", serving.engine.info.num_blocks),
+            (gauge, "kv_cache_blocks_total", "KV-cache blocks in the pool", serving.front.info.num_blocks),
             (counter, "prefix_cache_queries", "Prompt tokens looked up in the prefix cache", gauges.prefix_queries),
             (counter, "prefix_cache_hits", "Prompt tokens found in the prefix cache", gauges.prefix_hits),
             (counter, "num_preemptions", "Sequences preempted to free KV blocks", gauges.preemptions),

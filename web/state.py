@@ -14,21 +14,21 @@ from inference.engine_front import EngineFront
 from .accounting import Accounting
 from .admission import Admission
 from .errors import APIError
-from .generation import Generation, Part
+from .generation import Generation, SampledPrompt
 from .metrics import ServerCollector
 from .protocol.common import InfillTokens, ModelCard
 from .settings import ServerSettings
 
 
 class ServerState:
-    def __init__(self, engine: EngineFront, settings: ServerSettings):
-        self.engine = engine
+    def __init__(self, front: EngineFront, settings: ServerSettings):
+        self.front = front  # the engine, on a thread or in a process of its own
         self.settings = settings
-        self.tokenizer = engine.tokenizer
-        self.model_info = engine.info.model_info
+        self.tokenizer = front.tokenizer
+        self.model_info = front.info.model_info
         self.model_id = self.model_info.name
         self.created = int(time.time())
-        self.admission = Admission(engine.info.config.max_num_seqs, settings.max_queue, settings.retry_after)
+        self.admission = Admission(front.info.config.max_num_seqs, settings.max_queue, settings.retry_after)
         self.registry = CollectorRegistry()  # this app's metrics, not prometheus-client's global registry
         self.accounting = Accounting(self.registry)
         self.registry.register(ServerCollector(self))
@@ -36,13 +36,13 @@ class ServerState:
         self._shutdown_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
-        await self.engine.start()
+        await self.front.start()
 
     async def stop(self) -> None:
         if self._shutdown_timer is not None:
             self._shutdown_timer.cancel()
         self.end_all()
-        await self.engine.stop()
+        await self.front.stop()
 
     def begin_shutdown(self) -> None:
         """Admit nothing new (503); in-flight requests get `shutdown_grace` seconds to finish, then
@@ -61,16 +61,16 @@ class ServerState:
             raise APIError(404, f"The model `{requested}` does not exist; this server serves `{self.model_id}`.",
                            param="model", code="model_not_found")
 
-    def generate(self, parts: list[Part], receive: Receive | None, ability: str) -> Generation:
+    def generate(self, prompts: list[SampledPrompt], receive: Receive | None, ability: str) -> Generation:
         """Admit and start the engine work of a request of `ability` (completion, infilling, chat)."""
-        if self.engine.failure is not None:
-            raise APIError(503, f"the engine is not running: {self.engine.failure}", code="engine_unavailable")
-        return Generation(self, parts, receive, ability)
+        if self.front.failure is not None:
+            raise APIError(503, f"the engine is not running: {self.front.failure}", code="engine_unavailable")
+        return Generation(self, prompts, receive, ability)
 
     def model_card(self) -> ModelCard:
         tok = self.tokenizer
         infill = InfillTokens(*(tok.infill_id(k) for k in ("prefix", "suffix", "middle", "eot"))) \
             if tok.can_infill else None
-        return ModelCard(id=self.model_id, created=self.created, max_model_len=self.engine.info.config.max_model_len,
+        return ModelCard(id=self.model_id, created=self.created, max_model_len=self.front.info.config.max_model_len,
                          vocab_size=tok.vocab_size, capabilities=list(self.model_info.capabilities),
                          infill_token_ids=infill)

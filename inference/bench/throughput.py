@@ -51,7 +51,7 @@ def run(shape: str, num_prompts: int = 1000, input_len: int = 128, output_len: i
         mixed_prompts: int = 1000, max_num_seqs: int = 256) -> dict:
     engine = make_engine(shape, max_num_seqs=max_num_seqs, max_model_len=4096)
     run_set(engine, fixed_set(max_num_seqs, 64, 8), seed=99)  # warm up
-    result = {"shape": shape, "max_num_seqs": max_num_seqs, "kv_blocks": engine.blocks.num_blocks,
+    result = {"shape": shape, "max_num_seqs": max_num_seqs, "kv_blocks": engine.info.num_blocks,
               "fixed": {"input_len": input_len, "output_len": output_len,
                         **run_set(engine, fixed_set(num_prompts, input_len, output_len), seed=1)}}
     if mixed_prompts:

@@ -38,7 +38,7 @@ def test_prefix_hits_share_blocks_and_never_cover_the_last_token():
     hits = bm.find_cached_prefix(b)
     assert hits == a.block_table[:2]
     assert bm.admit(b, hits, b.num_tokens - 8)
-    assert bm.blocks[hits[0]].ref_count == 2 and b.num_computed_tokens == 8
+    assert bm.pool[hits[0]].ref_count == 2 and b.num_computed_tokens == 8
     assert bm.prefix_hits == 8
     # an identical prompt still recomputes its last block so that its logits exist
     c = seq(range(12), 2)
@@ -52,7 +52,7 @@ def test_hash_collisions_are_checked_against_token_ids():
     bm = BlockManager(num_blocks=4, block_size=2)
     a = seq([5, 6, 7], 0)
     compute_all(bm, a)
-    block = bm.blocks[a.block_table[0]]
+    block = bm.pool[a.block_table[0]]
     block.token_ids = (9, 9)  # as if another block had the same hash
     assert bm.find_cached_prefix(seq([5, 6, 1], 1)) == []
     bm.free(a)

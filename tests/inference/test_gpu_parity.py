@@ -99,4 +99,4 @@ def test_logits_and_greedy_tokens_match_transformers(models):
             assert mine == theirs, f"prompt {i} token {j}"
             compared += 1
     assert compared >= 1, "no greedy token compared before a near-tie"
-    assert engine.blocks.num_free_blocks == engine.blocks.num_blocks
+    assert engine.gauges().free_blocks == engine.info.num_blocks

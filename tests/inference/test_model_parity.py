@@ -46,7 +46,8 @@ def test_tied_embeddings_and_linear_rope_scaling_are_read_from_config(tmp_path):
     hf.save_pretrained(tmp_path)
     shutil.copyfile(OWN_TOKENIZER, tmp_path / "tokenizer.model")
     engine = LLMEngine(tmp_path, num_kv_blocks=16)
-    assert engine.model_config.rope_scaling_factor == 4.0 and engine.model_config.tie_word_embeddings
+    model_config = engine.config.model_config
+    assert model_config.rope_scaling_factor == 4.0 and model_config.tie_word_embeddings
     prompt = list(range(10, 60))
     got = logits_per_step(engine, [prompt], 0, [[0]])[0][0]
     with torch.no_grad():

@@ -7,15 +7,9 @@ import pytest
 import torch
 
 from inference import LLM, SamplingParams
-from tests.models import assert_pool_full, tiny_llama
+from tests.models import assert_pool_full
 
 K = 3
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_llama(tmp_path_factory.mktemp("prompt-logprobs"), vocab=4096, hidden=64, heads=4, kv_heads=2,
-                      layers=2, init_std=0.05)
 
 
 def _reference(hf, prompt: list[int]) -> torch.Tensor:
@@ -45,8 +39,8 @@ def _prompts(lengths: list[int], seed: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("budget", [4096, 16])  # the whole prompt in one step, or in chunks of 16
-def test_prompt_logprobs_equal_transformers(model, budget):
-    model_dir, hf = model
+def test_prompt_logprobs_equal_transformers(tiny_model, budget):
+    model_dir, hf = tiny_model
     prompts = _prompts([2, 17, 40], seed=budget)
     llm = LLM(model_dir, num_kv_blocks=64, max_num_batched_tokens=budget)
     params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True, prompt_logprobs=K)
@@ -58,8 +52,8 @@ def test_prompt_logprobs_equal_transformers(model, budget):
     assert_pool_full(llm.engine)
 
 
-def test_a_cached_prefix_is_computed_again_to_be_scored(model):
-    model_dir, hf = model
+def test_a_cached_prefix_is_computed_again_to_be_scored(tiny_model):
+    model_dir, hf = tiny_model
     prompt = _prompts([50], seed=7)[0]
     llm = LLM(model_dir, num_kv_blocks=64)
     first = llm.generate([prompt], SamplingParams(max_tokens=1))[0]
@@ -69,8 +63,8 @@ def test_a_cached_prefix_is_computed_again_to_be_scored(model):
     _check(prompt, scored.prompt_logprobs, _reference(hf, prompt))
 
 
-def test_n_samples_get_one_scoring_of_their_prompt(model):
-    model_dir, hf = model
+def test_n_samples_get_one_scoring_of_their_prompt(tiny_model):
+    model_dir, hf = tiny_model
     prompt = _prompts([21], seed=3)[0]
     out = LLM(model_dir, num_kv_blocks=64).generate(
         [prompt], SamplingParams(max_tokens=4, n=3, temperature=1.0, seed=5, prompt_logprobs=0))[0]
@@ -79,8 +73,8 @@ def test_n_samples_get_one_scoring_of_their_prompt(model):
     _check_chosen(prompt, out.prompt_logprobs, _reference(hf, prompt))
 
 
-def test_a_preempted_request_is_scored_once(model):
-    model_dir, hf = model
+def test_a_preempted_request_is_scored_once(tiny_model):
+    model_dir, hf = tiny_model
     prompts = _prompts([30] * 6, seed=11)
     llm = LLM(model_dir, num_kv_blocks=14, max_num_batched_tokens=32)  # too few blocks for all at once
     outs = llm.generate(prompts, SamplingParams(max_tokens=40, temperature=0, ignore_eos=True, prompt_logprobs=K))
@@ -92,9 +86,9 @@ def test_a_preempted_request_is_scored_once(model):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_prompt_logprobs_on_the_gpu_equal_transformers(model):
+def test_prompt_logprobs_on_the_gpu_equal_transformers(tiny_model):
     """The Triton kernels, chunked prefill beside decodes, and CUDA graphs kept to decode steps."""
-    model_dir, hf = model
+    model_dir, hf = tiny_model
     prompts = _prompts([2, 17, 40, 100], seed=5)
     llm = LLM(model_dir, num_kv_blocks=64, max_num_batched_tokens=32, dtype="float32")
     outs = llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0, ignore_eos=True, prompt_logprobs=K))

@@ -115,3 +115,11 @@ def test_frequency_penalty_breaks_a_greedy_loop(llm):
     penalised = llm.generate(["a a a a"], SamplingParams(**params, frequency_penalty=2.0))[0].outputs[0].token_ids
     assert len(set(plain)) < len(plain), "the random model is expected to repeat itself greedily"
     assert len(set(penalised)) > len(set(plain))
+
+
+@pytest.mark.parametrize("field,value", [("max_tokens", 0), ("max_tokens", -1), ("top_p", 0.0), ("top_p", 1.5),
+                                         ("temperature", -1), ("n", 0), ("logprobs", 50), ("top_k", -2),
+                                         ("stop", [""]), ("max_tokens", 2.5)])
+def test_invalid_sampling_params_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        SamplingParams(**{field: value})

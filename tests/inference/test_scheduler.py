@@ -1,15 +1,18 @@
 """The scheduler in plain Python: token budget, chunked prefill, preemption order, abort."""
 
-from inference.block_manager import BlockManager
 from inference.config import EngineConfig
+from inference.detokenizer import IncrementalDetokenizer
+from inference.output_processor import SequenceOutput
 from inference.sampling_params import SamplingParams
 from inference.scheduler import Scheduler
 from inference.sequence import Sequence, Status
+from inference.tokenizer import Tokenizer
+from tests.models import OWN_TOKENIZER
 
 
 def make(num_blocks=16, block_size=4, **cfg):
     config = EngineConfig(block_size=block_size, **{"max_num_batched_tokens": 8, "max_num_seqs": 4, **cfg})
-    return Scheduler(config, BlockManager(num_blocks, block_size), eos_token_id=2)
+    return Scheduler(config, num_blocks)
 
 
 def add(sched, seq_id, prompt_len, max_tokens=100):
@@ -21,7 +24,7 @@ def add(sched, seq_id, prompt_len, max_tokens=100):
 
 def step(sched, token=7):
     batch = sched.schedule()
-    sampled = [token if batch.sampled[i] else None for i in range(len(batch))]
+    sampled = [token if batch.samples[i] else None for i in range(len(batch))]
     sched.postprocess(batch, sampled)
     return batch
 
@@ -64,19 +67,30 @@ def test_abort_frees_blocks_at_once():
     sched = make()
     a = add(sched, 0, 9)
     step(sched)
-    assert sched.blocks.num_free_blocks < 16
+    assert sched.block_manager.num_free_blocks < 16
     assert sched.abort("r0") == [a]
-    assert a.finish_reason == "abort" and sched.blocks.num_free_blocks == 16 and not sched.running and not sched.waiting
+    assert a.finish_reason == "abort" and sched.block_manager.num_free_blocks == 16 and not sched.running and not sched.waiting
 
 
 def test_stop_conditions_finish_sequences():
+    """EOS, max_tokens and the context window, decided by each sequence's output processor and
+    applied by the scheduler's `finish`."""
     sched = make(max_num_batched_tokens=64, max_model_len=12)
     eos = add(sched, 0, 3)
     length = add(sched, 1, 3, max_tokens=2)
     window = add(sched, 2, 10)
-    batch = sched.schedule()
-    sched.postprocess(batch, [2, 7, 7])
+    tokenizer = Tokenizer(OWN_TOKENIZER)
+    outputs = {s.seq_id: SequenceOutput(0, IncrementalDetokenizer(tokenizer, True), s.params, 2, s.num_prompt_tokens,
+                                        12) for s in (eos, length, window)}
+
+    def step_with_stops(tokens):
+        batch = sched.schedule()
+        for seq, token in zip(batch.seqs, sched.postprocess(batch, tokens[:len(batch)])):
+            if token is not None and (reason := outputs[seq.seq_id].add_token(token, None)):
+                sched.finish(seq, reason)
+
+    step_with_stops([2, 7, 7])
     assert eos.finish_reason == "stop"
-    step(sched)
+    step_with_stops([7, 7])
     assert length.finish_reason == "length" and window.finish_reason == "length"
-    assert window.num_tokens == 12 and sched.blocks.num_free_blocks == 16
+    assert window.num_tokens == 12 and sched.block_manager.num_free_blocks == 16

@@ -3,15 +3,11 @@
 import pytest
 
 from inference import LLM, SamplingParams
-from tests.models import assert_pool_full, tiny_llama
+from tests.models import assert_pool_full
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_llama(tmp_path_factory.mktemp("tp"), vocab=4096, hidden=64, heads=4, kv_heads=2, layers=2)[0]
-
-
-def test_two_ranks_generate_what_one_does(model_dir):
+def test_two_ranks_generate_what_one_does(tiny_model):
+    model_dir = tiny_model[0]
     prompts = ["def add(a, b):", "import os\nimport sys\n" * 3, "x"]
     params = [SamplingParams(max_tokens=12, temperature=0, ignore_eos=True),
               SamplingParams(max_tokens=20, temperature=0.8, seed=4, ignore_eos=True),
@@ -28,6 +24,7 @@ def test_two_ranks_generate_what_one_does(model_dir):
         llm.engine.shutdown()
 
 
-def test_more_ranks_than_kv_heads_is_refused(model_dir):
+def test_more_ranks_than_kv_heads_is_refused(tiny_model):
+    model_dir = tiny_model[0]
     with pytest.raises(ValueError, match="not divisible by the tensor-parallel size"):
         LLM(model_dir, num_kv_blocks=64, tensor_parallel_size=3)

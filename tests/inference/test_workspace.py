@@ -58,7 +58,7 @@ def test_tp1_workspace_gives_identical_parameters_and_logits(hf_model, tmp_path)
     engines = [LLMEngine(d, num_kv_blocks=16) for d in (ws, hf_dir)]
     assert torch.equal(prefill_logits(engines[0], PROMPT), prefill_logits(engines[1], PROMPT))
     assert (prefill_logits(engines[0], PROMPT) - hf_logits[-1]).abs().max() < 1e-4
-    assert engines[0].model_config == engines[1].model_config  # the normalised config reads back the same
+    assert engines[0].config.model_config == engines[1].config.model_config  # the normalised config reads back the same
 
 
 def test_tp2_workspace_holds_each_ranks_shard(hf_model, tmp_path):
@@ -79,7 +79,6 @@ def _tp_worker(rank: int, ws: str, rendezvous: str, out: str) -> None:
     shards, so each rank computes the full logits."""
     import torch.distributed as dist
 
-    from inference.block_manager import BlockManager
     from inference.config import EngineConfig
     from inference.runner import ModelRunner
     from inference.scheduler import Scheduler
@@ -87,10 +86,10 @@ def _tp_worker(rank: int, ws: str, rendezvous: str, out: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
-        config = EngineConfig(num_kv_blocks=8, block_size=16)
-        runner = ModelRunner(ModelConfig.from_dir(ws), config, ws, torch.float32, torch.device("cpu"), 4096,
-                             TensorParallel(rank, 2, dist.group.WORLD))
-        scheduler = Scheduler(config, BlockManager(8, 16, False), 2)
+        config = EngineConfig(ws, num_kv_blocks=8, block_size=16, enable_prefix_caching=False, dtype="float32",
+                              device="cpu")
+        runner = ModelRunner(config, 4096, TensorParallel(rank, 2, dist.group.WORLD))
+        scheduler = Scheduler(config, 8)
         scheduler.add(Sequence(0, "p", 0, list(PROMPT), len(PROMPT), SamplingParams(max_tokens=1), seed=0))
         logits, _ = runner.forward(scheduler.schedule())
         torch.save(logits[0], f"{out}.rank{rank}")

@@ -49,9 +49,9 @@ def value(families, name: str, suffix: str = "", **labels) -> float:
 def test_metrics_are_prometheus_text_with_vllm_like_names(client):
     families = scrape(client)
     assert {name: families[name].type for name in ENGINE_METRICS} == ENGINE_METRICS
-    engine = client.app.state.serving.engine.engine
-    assert value(families, "codellama:kv_cache_usage_perc") == engine.blocks.usage == 0.0
-    assert value(families, "codellama:kv_cache_blocks_total") == engine.blocks.num_blocks == 128
+    engine = client.app.state.serving.front.engine
+    assert value(families, "codellama:kv_cache_usage_perc") == engine.gauges().kv_usage == 0.0
+    assert value(families, "codellama:kv_cache_blocks_total") == engine.info.num_blocks == 128
 
 
 def test_metrics_move_after_a_request(client, page_model):
@@ -97,7 +97,7 @@ def test_admin_shows_the_engine_numbers_and_configuration(client, page_model):
     script, _ = page_model
     page = client.get("/admin")
     assert page.status_code == 200 and 'hx-get="/admin/live" hx-trigger="every 1s"' in page.text
-    engine = client.app.state.serving.engine.engine
+    engine = client.app.state.serving.front.engine
     for name, shown in (("max_num_seqs", engine.config.max_num_seqs), ("block_size", engine.config.block_size),
                         ("kv blocks in the pool", 128), ("abilities", "completion, infilling, chat")):
         assert re.search(rf"<th scope=\"row\">{name}</th><td>{shown}</td>", page.text), name
@@ -132,12 +132,12 @@ def test_the_history_ring_buffer_feeds_the_charts(client):
     history.sample()
     assert len(history.samples) == start + 1
     last = history.samples[-1]
-    engine = client.app.state.serving.engine.engine
+    engine = client.app.state.serving.front.engine
     assert (last.generation_tokens, last.prompt_tokens) == (engine.stats.generation_tokens, engine.stats.prompt_tokens)
 
 
 def test_rates_and_chart_points_follow_the_samples(client):
-    history = History(client.app.state.serving.engine.engine)
+    history = History(client.app.state.serving.front.engine)
     for t, prompt, generated in ((100.0, 0, 0), (101.0, 50, 10), (103.0, 50, 30)):
         history.samples.append(Sample(t, 1, 0, 0.25, prompt, generated))
     assert history.rates() == [Rates(101.0, 50.0, 10.0), Rates(103.0, 0.0, 10.0)]

@@ -5,6 +5,8 @@ request aborted and its KV blocks freed. Each test runs with the engine on a thr
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import httpx
 import openai
@@ -95,7 +97,7 @@ def test_an_engine_process_that_dies_ends_its_streams_and_the_server_says_so(ran
             with http.stream("POST", "/v1/completions", json=_long_stream_body(server.serving.model_id)) as r:
                 lines = r.iter_lines()
                 assert next(line for line in lines if line.startswith("data: {"))
-                server.engine._process.kill()
+                os.kill(server.engine.pid, signal.SIGKILL)
                 rest = [line for line in lines if line.startswith("data: ")]
             assert '"error"' in rest[-2] and "engine process exited" in rest[-2] and rest[-1] == "data: [DONE]"
             health = http.get("/health")

@@ -149,7 +149,7 @@ def test_bad_requests_come_back_as_an_error_in_the_form(client, route, form, sta
     assert r.status_code == status and r.headers["hx-retarget"] == target and r.headers["hx-reswap"] == "innerHTML"
     assert message in r.text and 'role="alert"' in r.text
     assert client.app.state.serving.accounting.responses[("POST", f"/playground/{route}", status)] == before + 1
-    assert pool_full(client.app.state.serving.engine.engine)
+    assert pool_full(client.app.state.serving.front.engine)
 
 
 def test_stop_before_the_stream_starts_ends_it_and_the_stream_says_so(client):
@@ -174,7 +174,7 @@ def test_an_answer_no_browser_comes_for_is_ended(client):
         assert wait_for(lambda: serving.accounting.ended_early["not_claimed"] == before + 1)
     finally:
         streams.claim_timeout = 30.0
-    assert serving.admission.in_flight == 0 and wait_for(lambda: pool_full(serving.engine.engine))
+    assert serving.admission.in_flight == 0 and wait_for(lambda: pool_full(serving.front.engine))
 
 
 def test_page_answers_take_admission_slots_like_the_api(page_model):

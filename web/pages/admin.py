@@ -22,8 +22,8 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def live_numbers(serving: ServerState, history: History) -> dict:
-    gauges, accounting = serving.engine.gauges(), serving.accounting
-    total = serving.engine.info.num_blocks
+    gauges, accounting = serving.front.gauges(), serving.accounting
+    total = serving.front.info.num_blocks
     errors = Counter()
     for (_, _, status), count in accounting.responses.items():
         if status >= 400:
@@ -59,13 +59,15 @@ def charts(history: History) -> list:
 
 
 def configuration(serving: ServerState) -> dict:
-    engine, settings = serving.engine.info, serving.settings
+    engine, settings = serving.front.info, serving.settings
     info = serving.model_info
+    model_fields = ("model", "model_name", "capabilities", "model_config")  # shown under "model"
     return {
         "model": {"name": info.name, "variant": info.variant, "size": info.size,
                   "abilities": ", ".join(info.capabilities), "directory": str(engine.model_dir)},
-        "engine": {**dataclasses.asdict(engine.config), "kv blocks in the pool": engine.num_blocks,
-                   "device": engine.device, "dtype": engine.dtype},
+        "engine": {**{f.name: getattr(engine.config, f.name) for f in dataclasses.fields(engine.config)
+                      if f.name not in model_fields},
+                   "kv blocks in the pool": engine.num_blocks},
         "server": {"max_queue": settings.max_queue, "api keys": len(settings.api_keys),
                    "operator key": "set" if settings.operator_key else "none (open)",
                    "cors_origins": ", ".join(settings.cors_origins) or "none",

@@ -23,7 +23,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from inference.prompts import DEFAULT_SYSTEM, chat_prompt, completion_prompt, infill_prompt, split_fill
 
 from ..errors import APIError, bad_request
-from ..generation import Part
+from ..generation import SampledPrompt
 from ..sampling import sampling_params
 from ..state import ServerState
 from ..auth import USER, requires
@@ -125,7 +125,7 @@ class PlaygroundController(Controller):
             with bad_request():
                 serving.model_info.require(ABILITY[kind])
             prompt, before, after, context = build(form)
-            generation = serving.generate([Part(prompt, _params(form))], None, ABILITY[kind])
+            generation = serving.generate([SampledPrompt(prompt, _params(form))], None, ABILITY[kind])
         except APIError as e:
             return _error(e, f"{kind}-status")
         streams.add(PageAnswer(generation, kind, before, after))

@@ -9,7 +9,6 @@ answer, rendered) on which the page closes its EventSource, so the browser never
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -43,10 +42,10 @@ class AnswerStats:
 
     @classmethod
     def of(cls, tokens: int, metrics: RequestMetrics | None) -> AnswerStats:
-        if metrics is None or metrics.first_token_time is None:
+        if metrics is None:
             return cls(tokens, None, None)
-        span = (metrics.last_token_time or time.monotonic()) - metrics.first_token_time
-        return cls(tokens, metrics.ttft, (tokens - 1) / span if tokens > 1 and span > 0 else None)
+        per_token = metrics.time_per_output_token(tokens)
+        return cls(tokens, metrics.ttft, 1 / per_token if per_token else None)
 
 
 class PageStreams:

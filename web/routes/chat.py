@@ -15,7 +15,7 @@ from inference.prompts import chat_prompt, replayed_chat
 
 from ..body import StrictJSON
 from ..errors import APIError, bad_request
-from ..generation import Generation, Part
+from ..generation import Generation, SampledPrompt
 from ..logprobs import chat_logprobs
 from ..protocol.chat import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
                              ChatCompletionRequest, ChunkChoice, Delta, Message)
@@ -85,12 +85,12 @@ class ChatController(Controller):
             prompt = chat_prompt(serving.tokenizer, replayed_chat(serving.tokenizer, messages))
         max_tokens = data.max_completion_tokens if data.max_completion_tokens is not None else data.max_tokens
         params = openai_sampling_params(data, max_tokens, (data.top_logprobs or 0) if data.logprobs else None)
-        answer = _Answer(serving, data)
-        gen = serving.generate([Part(prompt, params)], request.receive, "chat")
-        return await gen.respond(bool(data.stream), answer.events, answer.whole)
+        responses = _Responses(serving, data)
+        gen = serving.generate([SampledPrompt(prompt, params)], request.receive, "chat")
+        return await gen.respond(bool(data.stream), responses.events, responses.whole)
 
 
-class _Answer:
+class _Responses:
     def __init__(self, serving: ServerState, req: ChatCompletionRequest):
         self.tok = serving.tokenizer
         self.logprobs = bool(req.logprobs)

@@ -14,12 +14,12 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from inference import RequestOutput
+from inference import EngineOutput, RequestOutput
 from inference.prompts import Prompt, completion_prompt, infill_prompt
 
 from ..body import StrictJSON
 from ..errors import APIError, bad_request
-from ..generation import Generation, Part
+from ..generation import Generation, SampledPrompt
 from ..logprobs import completion_logprobs, echoed_prompt_logprobs
 from ..protocol.common import Usage
 from ..protocol.completions import Completion, CompletionChoice, CompletionRequest
@@ -78,13 +78,13 @@ class CompletionsController(Controller):
         params = openai_sampling_params(data, 1 if score_only else data.max_tokens, data.logprobs,
                                         prompt_logprobs=data.logprobs if data.echo else None)
         echo = [x if isinstance(x, str) else serving.tokenizer.decode(x) for x in items] if data.echo else None
-        answer = _Answer(serving, data, echo, score_only)
-        gen = serving.generate([Part(p, params) for p in prompts], request.receive,
+        responses = _Responses(serving, data, echo, score_only)
+        gen = serving.generate([SampledPrompt(p, params) for p in prompts], request.receive,
                                "completion" if data.suffix is None else "infilling")
-        return await gen.respond(bool(data.stream), answer.events, answer.whole)
+        return await gen.respond(bool(data.stream), responses.events, responses.whole)
 
 
-class _Answer:
+class _Responses:
     """The response objects of one request, whole or chunk by chunk. Choice i*n + k is sample k of
     prompt i, as in OpenAI's API."""
 
@@ -105,7 +105,7 @@ class _Answer:
         choices = []
         for p, out in enumerate(outs):
             for c in out.outputs:
-                choices.append(self._choice(p, out, c, echo=bool(self.echo), offset=0)[0])
+                choices.append(self._choice(p, out, out.prompt_token_ids, c, echo=bool(self.echo), offset=0)[0])
         return self._completion(choices, self._usage(usage))
 
     async def events(self, gen: Generation) -> AsyncIterator[Completion]:
@@ -116,13 +116,15 @@ class _Answer:
                 i = p * self.n + c.index
                 echo = bool(self.echo) and i not in echoed  # the echoed prompt leads the choice's first chunk
                 echoed.add(i)
-                choice, offsets[i] = self._choice(p, out, c, echo, offsets.get(i, 0))
+                choice, offsets[i] = self._choice(p, out, gen.requests[p].prompt_token_ids, c, echo,
+                                                  offsets.get(i, 0))
                 if choice.text or choice.logprobs is not None or choice.finish_reason is not None:
                     yield self._completion([choice])
         if self.include_usage:
             yield self._completion([], self._usage(gen.usage()))
 
-    def _choice(self, p: int, out: RequestOutput, c, echo: bool, offset: int) -> tuple[CompletionChoice, int]:
+    def _choice(self, p: int, out: EngineOutput, prompt_token_ids, c, echo: bool,
+                offset: int) -> tuple[CompletionChoice, int]:
         """Choice c of prompt p (whole, or a stream's delta) and the text offset after it; `echo`:
         the prompt (and its logprobs) lead it."""
         if out.prompt_logprobs is not None:
@@ -131,7 +133,7 @@ class _Answer:
         if echo:
             text = self.echo[p]
             if self.logprobs:
-                lp, offset = echoed_prompt_logprobs(self.tok, out.prompt_token_ids, self._prompt_logprobs[p])
+                lp, offset = echoed_prompt_logprobs(self.tok, prompt_token_ids, self._prompt_logprobs[p])
         if not self.score_only:
             text += c.text
             if self.logprobs:

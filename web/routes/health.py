@@ -13,6 +13,6 @@ from ..state import ServerState
 def health(serving: NamedDependency[ServerState]) -> Response[dict]:
     if serving.admission.closed:
         return Response({"status": "shutting down"}, status_code=503)
-    if serving.engine.failure is not None:
-        return Response({"status": "engine failed", "reason": serving.engine.failure}, status_code=503)
+    if serving.front.failure is not None:
+        return Response({"status": "engine failed", "reason": serving.front.failure}, status_code=503)
     return Response({"status": "ok", "model": serving.model_id, "sequences_in_flight": serving.admission.in_flight})

@@ -8,12 +8,12 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from inference import RequestOutput
+from inference import EngineOutput, RequestOutput
 from inference.prompts import infill_prompt
 
 from ..body import StrictJSON
 from ..errors import APIError, bad_request
-from ..generation import Generation, Part
+from ..generation import Generation, SampledPrompt
 from ..logprobs import token_str
 from ..protocol.common import Usage
 from ..protocol.llamacpp import (DetokenizeRequest, DetokenizeResponse, InfillRequest, InfillResult, InfillTimings,
@@ -24,7 +24,7 @@ from ..state import ServerState
 SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"  # llama.cpp's, for models without file-separator tokens
 
 
-def _last_chunk(serving: ServerState, out: RequestOutput, text: str, usage: Usage) -> InfillResult:
+def _last_chunk(serving: ServerState, out: EngineOutput, text: str, usage: Usage) -> InfillResult:
     m = out.metrics
     predicted_ms = 1000 * (m.last_token_time - m.first_token_time) if m.last_token_time else 0.0
     predicted = usage.completion_tokens
@@ -32,7 +32,7 @@ def _last_chunk(serving: ServerState, out: RequestOutput, text: str, usage: Usag
         prompt_n=usage.prompt_tokens - usage.prompt_tokens_details.cached_tokens,
         prompt_ms=1000 * (m.first_token_time - m.arrival_time) if m.first_token_time else 0.0,
         predicted_n=predicted, predicted_ms=predicted_ms,
-        predicted_per_second=1000 * (predicted - 1) / predicted_ms if predicted > 1 and predicted_ms > 0 else None)
+        predicted_per_second=1 / per_token if (per_token := m.time_per_output_token(predicted)) else None)
     return InfillResult(content=text, stop=True, model=serving.model_id,
                         stop_type="limit" if out.outputs[0].finish_reason == "length" else "eos",
                         tokens_predicted=predicted, tokens_evaluated=usage.prompt_tokens,
@@ -58,7 +58,7 @@ class LlamaCppController(Controller):
             top_p=data.top_p, min_p=data.min_p, seed=data.seed if data.seed >= 0 else None, stop=data.stop,
             repetition_penalty=data.repeat_penalty, presence_penalty=data.presence_penalty,
             frequency_penalty=data.frequency_penalty, ignore_eos=data.ignore_eos)
-        gen = serving.generate([Part(prompt, params)], request.receive, "infilling")
+        gen = serving.generate([SampledPrompt(prompt, params)], request.receive, "infilling")
 
         def whole(outs: list[RequestOutput], usage: Usage) -> InfillResult:
             return _last_chunk(serving, outs[0], outs[0].outputs[0].text, usage)
