@@ -65,6 +65,7 @@ class EngineFront:
         self.request_maker = RequestMaker(tokenizer, info.config, info.num_blocks)
         self._gauges = EngineGauges(free_blocks=info.num_blocks)
         self._consumers: dict[str, Deliver] = {}  # touched on the event loop only
+        self.on_death: list[Callable[[str], None]] = []  # called on the event loop if the engine dies
 
     async def start(self) -> None:
         raise NotImplementedError

@@ -15,18 +15,23 @@ error and new ones fail at once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
+import os
 import signal
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .config import EngineConfig
-from .engine import LLMEngine
+from .engine import EngineGauges, LLMEngine
 from .engine_front import EngineFront
 from .engine_loop import run_engine_loop
 from .engine_messages import EngineFailedToStart, EngineReady, EngineStopped, StopEngine, ToEngine
+from .process_guard import die_with_parent
 from .tokenizer import Tokenizer
+
+log = logging.getLogger("codellama.engine")
 
 
 class EngineProcess(EngineFront):
@@ -37,7 +42,8 @@ class EngineProcess(EngineFront):
         context = multiprocessing.get_context("spawn")
         self._conn, child_end = context.Pipe()
         # not a daemon: the engine starts tensor-parallel workers of its own
-        self._process = context.Process(target=_engine_main, args=(child_end, config), name="codellama-engine")
+        self._process = context.Process(target=_engine_main, args=(child_end, config, os.getpid()),
+                                        name="codellama-engine")
         self._process.start()
         child_end.close()
         try:
@@ -108,14 +114,21 @@ class EngineProcess(EngineFront):
         return f"the engine process exited (code {self._process.exitcode})"
 
     def _engine_gone(self, reason: str) -> None:
+        """The engine died (it was not stopped): its requests end with an error, its gauges drop
+        to an idle engine's (counters keep their totals), and whoever watches is told."""
         if self._gone is None:
             self._gone = reason
+            log.error("%s; %d requests end with an error", reason, len(self._consumers))
+            self._gauges = EngineGauges(free_blocks=self.info.num_blocks, stats=self._gauges.stats)
+            for callback in self.on_death:
+                callback(reason)
         self._fail(list(self._consumers), RuntimeError(reason))
 
 
 # --- the engine process --------------------------------------------------------------------------------
 
-def _engine_main(conn: Connection, config: EngineConfig) -> None:
+def _engine_main(conn: Connection, config: EngineConfig, parent: int) -> None:
+    die_with_parent(parent)
     # Ctrl-C reaches every process of the terminal's group: the server decides when the engine stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

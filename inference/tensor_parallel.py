@@ -15,6 +15,7 @@ without a round trip through the host.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import socket
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch.multiprocessing as mp
 from .attention import AttentionMetadata
 from .config import EngineConfig
 from .model import TensorParallel
+from .process_guard import die_with_parent
 from .runner import ModelRunner, StepInputs
 from .scheduler import Batch
 from .transfer import aligned_sizes, flat_to_device, split_aligned
@@ -105,7 +107,8 @@ def _receive(device: torch.device) -> StepInputs | None:
     return StepInputs(ids, positions, meta, rows, [], packed)
 
 
-def _worker(rank: int, world: int, port: int, config: EngineConfig, sample_vocab_size: int) -> None:
+def _worker(rank: int, world: int, port: int, config: EngineConfig, sample_vocab_size: int, parent: int) -> None:
+    die_with_parent(parent)  # a worker waiting in a collective would wait forever
     # Ctrl-C reaches every process of the terminal's group: rank 0 decides when the workers stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     device = _rank_device(config.torch_device, rank)
@@ -148,8 +151,8 @@ class TensorParallelRunner(ModelRunner):
         check.shard(model_config.intermediate_size, "intermediate_size")
         port = _free_port()
         ctx = mp.get_context("spawn")
-        self._workers = [ctx.Process(target=_worker, args=(r, world, port, config, sample_vocab_size), daemon=True)
-                         for r in range(1, world)]
+        self._workers = [ctx.Process(target=_worker, args=(r, world, port, config, sample_vocab_size, os.getpid()),
+                                     daemon=True) for r in range(1, world)]
         for w in self._workers:
             w.start()
         tp = _join_group(0, world, port, device)

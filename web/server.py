@@ -35,6 +35,13 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self.app: Litestar = config.app
         self.url: str | None = None
+        self.exit_code = 0
+        self.app.state.serving.request_exit = self.request_exit
+
+    def request_exit(self, code: int) -> None:
+        """Shut down as after SIGTERM, then exit with `code` (an engine that died: 1)."""
+        self.exit_code = code
+        self.should_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -57,4 +64,4 @@ def make_server(app: Litestar, host: str, port: int, log_level: str = "info") ->
 def serve(app: Litestar, host: str, port: int) -> int:
     server = make_server(app, host, port)
     server.run()
-    return 0 if server.started else 1
+    return server.exit_code if server.started else 1

@@ -14,6 +14,9 @@ class ServerSettings:
     max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
     shutdown_grace: float = 10.0  # seconds in-flight requests may finish after SIGINT / SIGTERM
     retry_after: int = 1  # seconds, the Retry-After of a 429
+    # when the engine dies: False (the default) stops the server with a non-zero exit code, so that
+    # a supervisor restarts it; True keeps answering (/health 503, new requests 503)
+    keep_serving_on_engine_failure: bool = False
 
     def __post_init__(self) -> None:
         if self.max_queue < 0:

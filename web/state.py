@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from litestar.types import Receive
 from prometheus_client import CollectorRegistry
@@ -34,9 +35,15 @@ class ServerState:
         self.registry.register(ServerCollector(self))
         self.generations: set[Generation] = set()
         self._shutdown_timer: asyncio.TimerHandle | None = None
+        self.request_exit: Callable[[int], None] | None = None  # set by the HTTP server that runs the app
 
     async def start(self) -> None:
+        self.front.on_death.append(self._engine_died)
         await self.front.start()
+
+    def _engine_died(self, reason: str) -> None:
+        if self.request_exit is not None and not self.settings.keep_serving_on_engine_failure:
+            self.request_exit(1)
 
     async def stop(self) -> None:
         if self._shutdown_timer is not None:

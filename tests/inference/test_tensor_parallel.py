@@ -28,3 +28,4 @@ def test_more_ranks_than_kv_heads_is_refused(tiny_model):
     model_dir = tiny_model[0]
     with pytest.raises(ValueError, match="not divisible by the tensor-parallel size"):
         LLM(model_dir, num_kv_blocks=64, tensor_parallel_size=3)
+

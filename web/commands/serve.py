@@ -34,6 +34,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="origins browsers may call the API from (e.g. http://localhost:3000, or *)")
     g.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
                    help="after SIGINT/SIGTERM, how long in-flight requests may finish (default 10)")
+    g.add_argument("--keep-serving-on-engine-failure", action="store_true",
+                   help="if the engine dies, keep answering (503) instead of exiting with code 1 for a "
+                        "supervisor to restart the server")
     add_model_identity_options(parser)
     add_engine_options(parser)
     parser.set_defaults(max_num_seqs=32)
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from web.settings import ServerSettings
 
     settings = ServerSettings(api_keys=tuple(args.api_keys), admin_key=args.admin_key, max_queue=args.max_queue,
-                              cors_origins=tuple(args.cors_origins), shutdown_grace=args.shutdown_grace)
+                              cors_origins=tuple(args.cors_origins), shutdown_grace=args.shutdown_grace,
+                              keep_serving_on_engine_failure=args.keep_serving_on_engine_failure)
     # the engine in a process of its own: HTTP work on this one never slows the GPU's feeding
     engine = EngineProcess(args.workspace, model_name=args.model_name, capabilities=args.capabilities,
                        tensor_parallel_size=args.tp, **engine_kwargs(args))
