@@ -27,6 +27,7 @@ class Tokenizer:
         self.step_id = self._piece_id("<step>")  # 70B Instruct's turn separator
         self._marker_ids = self.sp.encode(_INFILL_MARKER)
         self.piece_text, self.piece_kind, self.byte_value = self._piece_table()
+        self.max_piece_chars = max(map(len, self.piece_text))  # the most text one token stands for
 
     def _piece_id(self, piece: str) -> int | None:
         idx = self.sp.piece_to_id(piece)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from litestar.types import Receive
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,8 @@ from .generation import Generation, SampledPrompt
 from .metrics import ServerCollector
 from .protocol.common import InfillTokens, ModelCard
 from .settings import ServerSettings
+
+T = TypeVar("T")
 
 
 class ServerState:
@@ -67,6 +70,18 @@ class ServerState:
         if requested is not None and requested != self.model_id:
             raise APIError(404, f"The model `{requested}` does not exist; this server serves `{self.model_id}`.",
                            param="model", code="model_not_found")
+
+    async def make_prompt(self, build: Callable[[], T], texts: Iterable[str]) -> T:
+        """Run `build`, which tokenizes `texts`, on a worker thread, so that a long text never
+        stalls the other streams; a text too long for the context window whatever its tokens is
+        refused before any tokenizing (a token stands for at most `max_piece_chars` characters;
+        the factor 2 leaves room for normalisation)."""
+        chars = sum(map(len, texts))
+        at_least, window = chars // (2 * self.tokenizer.max_piece_chars), self.front.info.config.max_model_len
+        if at_least >= window:
+            raise APIError(400, f"the prompt has at least {at_least} tokens ({chars} characters); the context "
+                                f"window is {window} tokens")
+        return await asyncio.to_thread(build)
 
     def generate(self, prompts: list[SampledPrompt], receive: Receive | None, ability: str) -> Generation:
         """Admit and start the engine work of a request of `ability` (completion, infilling, chat)."""

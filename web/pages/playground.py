@@ -124,7 +124,8 @@ class PlaygroundController(Controller):
         try:
             with bad_request():
                 serving.model_info.require(ABILITY[kind])
-            prompt, before, after, context = build(form)
+            texts = [v for _, v in form.multi_items() if isinstance(v, str)]
+            prompt, before, after, context = await serving.make_prompt(lambda: build(form), texts)
             generation = serving.generate([SampledPrompt(prompt, _params(form))], None, ABILITY[kind])
         except APIError as e:
             return _error(e, f"{kind}-status")

@@ -80,9 +80,13 @@ class ChatController(Controller):
         serving.check_model(data.model)
         _refuse_unsupported(data)
         messages = _message_dicts(data.messages)
-        with bad_request("messages"):
-            serving.model_info.require("chat")
-            prompt = chat_prompt(serving.tokenizer, replayed_chat(serving.tokenizer, messages))
+
+        def build():
+            with bad_request("messages"):
+                serving.model_info.require("chat")
+                return chat_prompt(serving.tokenizer, replayed_chat(serving.tokenizer, messages))
+
+        prompt = await serving.make_prompt(build, (m["content"] for m in messages))
         max_tokens = data.max_completion_tokens if data.max_completion_tokens is not None else data.max_tokens
         params = openai_sampling_params(data, max_tokens, (data.top_logprobs or 0) if data.logprobs else None)
         responses = _Responses(serving, data)

@@ -73,7 +73,8 @@ class CompletionsController(Controller):
         serving.check_model(data.model)
         _refuse_unsupported(data)
         items = _prompt_items(data.prompt)
-        prompts = _prompts(serving, data, items)
+        texts = [x for x in [*items, data.suffix or ""] if isinstance(x, str)]
+        prompts = await serving.make_prompt(lambda: _prompts(serving, data, items), texts)
         score_only = data.max_tokens == 0
         params = openai_sampling_params(data, 1 if score_only else data.max_tokens, data.logprobs,
                                         prompt_logprobs=data.logprobs if data.echo else None)

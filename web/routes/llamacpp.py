@@ -50,9 +50,13 @@ class LlamaCppController(Controller):
     async def infill(self, data: JSONBody[InfillRequest], request: Request,
                      serving: NamedDependency[ServerState]) -> Response[InfillResult]:
         extra = "".join(SNIPPET_SEPARATOR + chunk.text for chunk in data.input_extra)
-        with bad_request("input_prefix"):
-            serving.model_info.require("infilling")
-            prompt = infill_prompt(serving.tokenizer, extra + data.input_prefix + data.prompt, data.input_suffix)
+
+        def build():
+            with bad_request("input_prefix"):
+                serving.model_info.require("infilling")
+                return infill_prompt(serving.tokenizer, extra + data.input_prefix + data.prompt, data.input_suffix)
+
+        prompt = await serving.make_prompt(build, (extra, data.input_prefix, data.prompt, data.input_suffix))
         params = sampling_params(
             None if data.n_predict < 0 else data.n_predict, temperature=data.temperature, top_k=data.top_k,
             top_p=data.top_p, min_p=data.min_p, seed=data.seed if data.seed >= 0 else None, stop=data.stop,
@@ -73,10 +77,10 @@ class LlamaCppController(Controller):
 
         return await gen.respond(data.stream, events, whole, done=False)
 
-    @post("/tokenize", dto=StrictJSON[TokenizeRequest], return_dto=None, status_code=200, sync_to_thread=False,
+    @post("/tokenize", dto=StrictJSON[TokenizeRequest], return_dto=None, status_code=200, sync_to_thread=True,
           summary="Text to token ids")
     def tokenize(self, data: JSONBody[TokenizeRequest],
-                 serving: NamedDependency[ServerState]) -> TokenizeResponse:
+                 serving: NamedDependency[ServerState]) -> TokenizeResponse:  # (on a worker thread: long texts)
         tok = serving.tokenizer
         ids = tok.encode(data.content, bos=data.add_special)
         if data.with_pieces:
