@@ -10,16 +10,15 @@ from pathlib import Path
 from inference.process_guard import die_with_parent
 
 
-def _child(parent: int, guarded: bool) -> None:
+def _child(parent: int, guarded: bool, child_pid) -> None:
     if guarded:
         die_with_parent(parent)
+    child_pid.value = os.getpid()  # (ready)
     time.sleep(600)  # as a worker waiting for a step that never comes
 
 
 def _parent(guarded: bool, child_pid) -> None:
-    child = multiprocessing.get_context("spawn").Process(target=_child, args=(os.getpid(), guarded))
-    child.start()
-    child_pid.value = child.pid
+    multiprocessing.get_context("spawn").Process(target=_child, args=(os.getpid(), guarded, child_pid)).start()
     time.sleep(600)
 
 
@@ -37,7 +36,7 @@ def _orphan_survives(guarded: bool) -> bool:
         time.sleep(0.02)
     os.kill(parent.pid, signal.SIGKILL)
     parent.join()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while _alive(child_pid.value) and time.monotonic() < deadline:
         time.sleep(0.02)
     survived = _alive(child_pid.value)
