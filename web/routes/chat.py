@@ -104,7 +104,8 @@ class _Responses:
 
     def whole(self, outs: list[RequestOutput], usage: Usage) -> ChatCompletion:
         choices = [ChatChoice(c.index, AssistantMessage(c.text),
-                              chat_logprobs(self.tok, c.logprobs or []) if self.logprobs else None, c.finish_reason)
+                              chat_logprobs(self.tok, c.logprobs or [], fresh=True) if self.logprobs else None,
+                              c.finish_reason)
                    for c in outs[0].outputs]
         return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
 
@@ -114,9 +115,12 @@ class _Responses:
     async def events(self, gen: Generation) -> AsyncIterator[ChatCompletionChunk]:
         for i in range(self.n):  # as OpenAI: each choice opens with the role
             yield self._chunk([ChunkChoice(i, Delta(role="assistant", content=""), None, None)])
+        begun: set[int] = set()  # choices whose text has begun (the answer's first piece loses its space)
         async for _, out in gen:
             for c in out.outputs:
-                lp = chat_logprobs(self.tok, c.logprobs or []) if self.logprobs else None
+                lp = chat_logprobs(self.tok, c.logprobs or [], c.index not in begun) if self.logprobs else None
+                if self.tok.has_text(c.token_ids):
+                    begun.add(c.index)
                 if c.text or lp is not None or c.finish_reason is not None:
                     yield self._chunk([ChunkChoice(c.index, Delta(content=c.text or None), lp, c.finish_reason)])
         if self.include_usage:

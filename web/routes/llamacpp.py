@@ -14,7 +14,7 @@ from inference.prompts import infill_prompt
 from ..body import StrictJSON
 from ..errors import APIError, bad_request
 from ..generation import Generation, SampledPrompt
-from ..logprobs import token_str
+from ..logprobs import token_bytes
 from ..protocol.common import Usage
 from ..protocol.llamacpp import (DetokenizeRequest, DetokenizeResponse, InfillRequest, InfillResult, InfillTimings,
                                  TokenizeRequest, TokenizeResponse, TokenPiece)
@@ -22,6 +22,15 @@ from ..sampling import sampling_params
 from ..state import ServerState
 
 SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"  # llama.cpp's, for models without file-separator tokens
+
+
+def _piece(tok, token_id: int) -> str | list[int]:
+    """A token's text, or (as llama.cpp gives a piece that is not valid UTF-8 alone) its bytes."""
+    raw = token_bytes(tok, token_id)
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return list(raw)
 
 
 def _last_chunk(serving: ServerState, out: EngineOutput, text: str, usage: Usage) -> InfillResult:
@@ -84,7 +93,7 @@ class LlamaCppController(Controller):
         tok = serving.tokenizer
         ids = tok.encode(data.content, bos=data.add_special)
         if data.with_pieces:
-            return TokenizeResponse([TokenPiece(i, token_str(tok, i)) for i in ids])
+            return TokenizeResponse([TokenPiece(i, _piece(tok, i)) for i in ids])
         return TokenizeResponse(ids)
 
     @post("/detokenize", dto=StrictJSON[DetokenizeRequest], return_dto=None, status_code=200, sync_to_thread=False,
