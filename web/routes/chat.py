@@ -17,6 +17,7 @@ from ..body import StrictJSON
 from ..errors import APIError, bad_request
 from ..generation import Generation, SampledPrompt
 from ..logprobs import chat_logprobs
+from ..openapi import GENERATION_ERRORS, documented
 from ..protocol.chat import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
                              ChatCompletionRequest, ChunkChoice, Delta, Message)
 from ..protocol.common import Usage
@@ -74,7 +75,11 @@ class ChatController(Controller):
 
     @post("/", dto=StrictJSON[ChatCompletionRequest], return_dto=None, status_code=200,
           summary="Answer a conversation (Instruct models)",
-          description="OpenAI's chat completions; `stream: true` answers with server-sent events.")
+          description="OpenAI's chat completions; `stream: true` answers with server-sent events.",
+          **documented(GENERATION_ERRORS, {"messages": [{"role": "system", "content": "Provide answers in Python"},
+                                                        {"role": "user", "content": "Reverse a list"}],
+                                           "max_tokens": 128},
+                       stream=ChatCompletionChunk, stream_note=", then `data: [DONE]`"))
     async def create_chat_completion(self, data: JSONBody[ChatCompletionRequest], request: Request,
                                      serving: NamedDependency[ServerState]) -> Response[ChatCompletion]:
         serving.check_model(data.model)
