@@ -1,5 +1,5 @@
 """Keys on the pages: with API keys set the playground needs one, /admin and /metrics the
-operator key; a browser logs in once and keeps a signed cookie; the API keeps its Bearer keys."""
+operator key; a browser logs in once and keeps a session cookie; the API takes Bearer keys (the operator key too)."""
 
 from __future__ import annotations
 
