@@ -5,14 +5,17 @@ its errors are rewritten as OpenAI's messages. The DTO keeps the body's schema i
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import msgspec
-from litestar._openapi.schema_generation import SchemaCreator
 from litestar.dto import MsgspecDTO
-from litestar.openapi.spec import Reference, Schema
 from litestar.typing import FieldDefinition
 
 from .errors import APIError
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Reference, Schema
 
 _AT = re.compile(r" - at `\$\.?(?P<path>.*)`$")
 _FIELD = re.compile(r"`(?P<name>[^`]*)`")
