@@ -1,6 +1,10 @@
 """Turns one sequence's sampled tokens into streamed text: detokenizes, decides when it stops
 (stop tokens, stop strings across token boundaries, length), and holds back only text that could
-still become a stop string."""
+still become a stop string.
+
+Only the text not yet handed out is kept: a stop string can begin no earlier than that (what
+could begin one is held back), so each token costs time in its own length and the stop
+strings', never in the length of the text generated so far."""
 
 from __future__ import annotations
 
@@ -21,12 +25,17 @@ def find_stop(text: str, new_from: int, stops: list[str]) -> int:
 
 def partial_stop_length(text: str, stops: list[str]) -> int:
     """Length of the longest tail of text that is a proper prefix of some stop string."""
-    longest = 0
+    if not text:
+        return 0
+    last, longest = text[-1], 0
     for s in stops:
-        for k in range(min(len(s) - 1, len(text)), longest, -1):
+        # only a prefix ending in text's last character can match: try those, longest first
+        k = s.rfind(last, 0, min(len(s) - 1, len(text))) + 1
+        while k > longest:
             if text.endswith(s[:k]):
                 longest = k
                 break
+            k = s.rfind(last, 0, k - 1) + 1
     return longest
 
 
@@ -35,8 +44,8 @@ class SequenceOutput:
     at EOS or a stop token, at a stop string, at max_tokens or at the end of the context window."""
 
     __slots__ = ("index", "detokenizer", "stops", "stop_ids", "max_tokens", "max_model_len", "num_prompt_tokens",
-                 "num_output_tokens", "text",
-                 "sent_chars", "new_token_ids", "new_logprobs", "matched_stop")
+                 "num_output_tokens", "unsent",
+                 "new_token_ids", "new_logprobs", "matched_stop")
 
     def __init__(self, index: int, detokenizer: IncrementalDetokenizer, params: SamplingParams,
                  eos_id: int | None, num_prompt_tokens: int, max_model_len: int):
@@ -48,8 +57,7 @@ class SequenceOutput:
         self.max_model_len = max_model_len
         self.num_prompt_tokens = num_prompt_tokens
         self.num_output_tokens = 0
-        self.text = ""
-        self.sent_chars = 0
+        self.unsent = ""  # generated, not yet handed out
         self.new_token_ids: list[int] = []
         self.new_logprobs: list[TokenLogprob] | None = None
         self.matched_stop = False
@@ -63,12 +71,12 @@ class SequenceOutput:
             self.new_logprobs = (self.new_logprobs or []) + [logprob]
         if token_id in self.stop_ids:  # its text is not part of the output
             return "stop"
-        new_from = len(self.text)
-        self.text += self.detokenizer.push(token_id)
-        if self.stops and len(self.text) > new_from:
-            at = find_stop(self.text, new_from, self.stops)
+        new_from = len(self.unsent)
+        self.unsent += self.detokenizer.push(token_id)
+        if self.stops and len(self.unsent) > new_from:
+            at = find_stop(self.unsent, new_from, self.stops)
             if at >= 0:
-                self.text = self.text[:at]
+                self.unsent = self.unsent[:at]
                 self.matched_stop = True
                 return "stop"
         if self.max_tokens is not None and self.num_output_tokens >= self.max_tokens:
@@ -82,14 +90,12 @@ class SequenceOutput:
         stop string is held back; at the end the detokenizer's pending bytes are flushed, except
         after a stop string."""
         if finish_reason is None:
-            end = len(self.text) - partial_stop_length(self.text, self.stops)
+            end = len(self.unsent) - partial_stop_length(self.unsent, self.stops)
         else:
             if not self.matched_stop:
-                self.text += self.detokenizer.flush()
-            end = len(self.text)
-        end = max(end, self.sent_chars)
-        delta = CompletionOutput(self.index, self.text[self.sent_chars:end], self.new_token_ids,
-                                 finish_reason, self.new_logprobs)
-        self.sent_chars = end
+                self.unsent += self.detokenizer.flush()
+            end = len(self.unsent)
+        delta = CompletionOutput(self.index, self.unsent[:end], self.new_token_ids, finish_reason, self.new_logprobs)
+        self.unsent = self.unsent[end:]
         self.new_token_ids, self.new_logprobs = [], None
         return delta

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MAX_LOGPROBS = 20
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # the engine holds integers in int64 tensors
 
 
 def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, int) and not isinstance(x, bool) and INT64_MIN <= x <= INT64_MAX
 
 
 def _is_number(x) -> bool:
@@ -66,7 +67,7 @@ class SamplingParams:
             if not _is_number(getattr(self, name)) or not -2 <= getattr(self, name) <= 2:
                 raise bad(name, "a number in [-2, 2]")
         if self.seed is not None and not _is_int(self.seed):
-            raise bad("seed", "an integer (or None)")
+            raise bad("seed", "a signed 64-bit integer (or None)")
         if not all(isinstance(s, str) and s for s in self.stop):
             raise bad("stop", "a list of non-empty strings")
         if not all(_is_int(t) and t >= 0 for t in self.stop_token_ids):

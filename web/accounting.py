@@ -86,7 +86,9 @@ class Accounting:
 
 
 class AccountingMiddleware(ASGIMiddleware):
-    """Counts every routed HTTP response by its route template (so /v1/models/{model} is one row)."""
+    """Counts every routed HTTP response by its route template (so /v1/models/{model} is one row).
+    A client that went away before its response was complete (a body cut off mid-upload, a
+    stream dropped) is counted as nginx logs it: 499, whatever the app answered to nobody."""
 
     scopes = (ScopeType.HTTP,)
 
@@ -94,19 +96,27 @@ class AccountingMiddleware(ASGIMiddleware):
         self.accounting = accounting
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        status = 500
+        status, complete, gone = 500, False, False
+
+        async def watching_receive() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or (message["type"] == "http.disconnect" and not complete)
+            return message
 
         async def counting_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, complete
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
             await send(message)
 
         try:
-            await next_app(scope, receive, counting_send)
+            await next_app(scope, watching_receive, counting_send)
         except HTTPException as e:  # answered by the exception handlers outside this middleware
             status = e.status_code
             raise
         finally:
             route = scope.get("path_template") or scope["path"]
-            self.accounting.count_response(scope["method"], route, status)
+            self.accounting.count_response(scope["method"], route, 499 if gone else status)

@@ -13,9 +13,12 @@ ServerState, the History and the PageStreams with `Provide`."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import re
 from contextlib import asynccontextmanager, suppress
 
-from litestar import Litestar, Router
+from litestar import Litestar, Response, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -50,6 +53,7 @@ from .settings import ServerSettings
 from .state import ServerState
 
 DOCS_ASSETS = "/docs/assets"
+_INLINE_SCRIPT = re.compile(rb"<script[^>]*>(.*?)</script>", re.S)
 # Pages run no script but ours (model output is escaped; this is the second line of defence).
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -59,12 +63,28 @@ PAGE_HEADERS = {
 }
 
 
+async def _docs_headers(response: Response) -> Response:
+    """/docs runs Swagger UI: its assets are ours, its one inline script (the page's set-up, the
+    schema in it) is allowed by its hash; nothing may frame the page."""
+    page = response.content if isinstance(response.content, bytes) else b""
+    inline = [script for script in _INLINE_SCRIPT.findall(page) if script.strip()]
+    hashes = "".join(f" 'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in inline)
+    response.headers.update({
+        "Content-Security-Policy": f"default-src 'self'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
+                                   "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                                   "base-uri 'none'; form-action 'self'",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
+    return response
+
+
 def _openapi() -> OpenAPIConfig:
     swagger = SwaggerRenderPlugin(path="/", js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
                                   css_url=f"{DOCS_ASSETS}/swagger-ui.css",
                                   standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
                                   favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>")
+    router = Router("/docs", route_handlers=[], include_in_schema=False, after_request=_docs_headers)
     return OpenAPIConfig(title="codellama-serve", version="1", path="/docs", render_plugins=[swagger],
+                         openapi_router=router,
                          description="An OpenAI-compatible (and llama.cpp-compatible) Code Llama server.")
 
 
@@ -96,7 +116,7 @@ def create_app(engine: LLMEngine | EngineFront, settings: ServerSettings | None 
                 await sampling
             await serving.stop()
 
-    guards = [api_key_guard(settings.api_keys)] if settings.api_keys else []
+    guards = [api_key_guard(settings)] if settings.api_keys else []
     api = Router("/", route_handlers=[ModelsController, CompletionsController, ChatController, LlamaCppController],
                  guards=guards)
     pages = Router("/", route_handlers=[PlaygroundController, AdminController, LoginController],

@@ -2,16 +2,15 @@
 
 The pages: with API keys set, the playground needs one of them (it generates, as the API does)
 and /admin and /metrics need the operator key (`--admin-key`, by default the first API key);
-without keys everything is open, as the API is. A browser gives its key once, on /login, and
-gets a signed session cookie (HttpOnly, SameSite=Strict, 12 hours; signed with a secret made at
-startup, so a restart signs everyone out); scripts and Prometheus send the Bearer header instead."""
+without keys everything is open, as the API is. One rule for the operator key: it opens
+everything an API key opens (the API and the playground) and the operator's pages besides. A
+browser gives its key once, on /login, and gets a session cookie (a random id the server
+remembers, see web/sessions.py; HttpOnly, SameSite=Strict, 12 hours); scripts and Prometheus
+send the Bearer header instead."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
-import time
 from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
@@ -21,11 +20,11 @@ from litestar.handlers import BaseRouteHandler
 from litestar.response import Redirect
 
 from .errors import APIError, handle_http_exception
+from .sessions import Sessions
 from .settings import ServerSettings
 
 Guard = Callable[[ASGIConnection, BaseRouteHandler], None]
 COOKIE = "codellama_session"
-SESSION_SECONDS = 12 * 3600
 USER, OPERATOR = "user", "operator"
 
 
@@ -34,8 +33,9 @@ def _bearer(connection: ASGIConnection) -> str | None:
     return given.strip() if scheme.lower() == "bearer" and given.strip() else None
 
 
-def api_key_guard(keys: tuple[str, ...]) -> Guard:
-    encoded = [k.encode() for k in keys]
+def api_key_guard(settings: ServerSettings) -> Guard:
+    """The API's guard: any API key, or the operator key."""
+    encoded = [k.encode() for k in (*settings.api_keys, settings.operator_key) if k is not None]
 
     def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         given = _bearer(connection)
@@ -63,7 +63,7 @@ class PageAuth:
         self._user_keys = [k.encode() for k in settings.api_keys]
         operator = settings.operator_key
         self._operator_key = operator.encode() if operator is not None else None
-        self._secret = secrets.token_bytes(32)
+        self.sessions = Sessions()
 
     def is_open(self, need: str) -> bool:
         return not self._user_keys if need == USER else self._operator_key is None
@@ -75,26 +75,12 @@ class PageAuth:
         user = any([hmac.compare_digest(given, k) for k in self._user_keys])
         return OPERATOR if operator else USER if user else None
 
-    def _sign(self, payload: str) -> str:
-        return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()
-
-    def session_cookie(self, role: str, now: float | None = None) -> str:
-        payload = f"{role}.{int((now or time.time()) + SESSION_SECONDS)}"
-        return f"{payload}.{self._sign(payload)}"
-
-    def role_of_cookie(self, value: str, now: float | None = None) -> str | None:
-        role, _, rest = value.partition(".")
-        expires, _, signature = rest.partition(".")
-        if not expires.isdigit() or not hmac.compare_digest(signature, self._sign(f"{role}.{expires}")):
-            return None
-        return role if int(expires) > (now or time.time()) else None
-
     def role(self, connection: ASGIConnection) -> str | None:
         key = _bearer(connection)
         if key is not None:
             return self.role_of_key(key)
         cookie = connection.cookies.get(COOKIE)
-        return self.role_of_cookie(cookie) if cookie else None
+        return self.sessions.role(cookie) if cookie else None
 
     def allows(self, connection: ASGIConnection, need: str) -> bool:
         if self.is_open(need):
@@ -111,6 +97,14 @@ def requires(need: str) -> Guard:
             raise LoginRequired(need)
 
     return guard
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser's POST comes from a page of this server: a cross-site form posts with
+    its site's Origin (browsers send one on every POST); a script that sends none is no browser.
+    Hosts are compared, not schemes, so that a proxy that ends TLS in front changes nothing."""
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 
 def safe_next(path: str | None) -> str:

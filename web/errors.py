@@ -4,6 +4,7 @@ matching HTTP status, for the API's own errors and for Litestar's (404, 405, 413
 from __future__ import annotations
 
 import logging
+import uuid
 from contextlib import contextmanager
 
 from litestar import Request, Response
@@ -55,8 +56,12 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path)
-    return handle_http_exception(request, APIError(500, f"internal error: {type(exc).__name__}: {exc}"))
+    """A bug: the details go to the log only, under an id the client is given to quote."""
+    request_id = f"req_{uuid.uuid4().hex}"
+    log.error("%s %s failed (request id %s)", request.method, request.url.path, request_id, exc_info=exc)
+    return handle_http_exception(request, APIError(
+        500, f"The server had an error while processing your request (request id {request_id}); "
+             "its log has the details.", code="internal_error", headers={"X-Request-Id": request_id}))
 
 
 EXCEPTION_HANDLERS = {HTTPException: handle_http_exception, Exception: handle_unexpected}

@@ -91,8 +91,9 @@ class ServerState:
 
     def model_card(self) -> ModelCard:
         tok = self.tokenizer
+        # only a model that can infill advertises the pieces (a base 34B's tokenizer has them too)
         infill = InfillTokens(*(tok.infill_id(k) for k in ("prefix", "suffix", "middle", "eot"))) \
-            if tok.can_infill else None
+            if "infilling" in self.model_info.capabilities else None
         return ModelCard(id=self.model_id, created=self.created, max_model_len=self.front.info.config.max_model_len,
                          vocab_size=tok.vocab_size, capabilities=list(self.model_info.capabilities),
                          infill_token_ids=infill)

@@ -48,6 +48,11 @@ def test_infill_type_errors_are_still_400(http):
     assert r.status_code == 400 and r.json()["error"]["param"] == "input_prefix"
 
 
+def test_an_extra_chunk_without_text_is_400_as_in_llama_cpp(http):
+    r = http.post("/infill", json={"input_prefix": "x = ", "input_extra": [{"filename": "a.py"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input_extra[0].text"
+
+
 def test_tokenize_and_detokenize_round_trip(http, script_model):
     tok = script_model[0].tok
     text = "def add(a, b):\n    return a + b"
@@ -57,5 +62,7 @@ def test_tokenize_and_detokenize_round_trip(http, script_model):
     pieces = r.json()["tokens"]
     assert [p["id"] for p in pieces] == tok.encode(text, bos=True) and pieces[0]["piece"] == "<s>"
     assert http.post("/detokenize", json={"tokens": tok.encode(text, bos=True)}).json() == {"content": text}
+    r = http.post("/tokenize", json={"content": "中", "with_pieces": True})  # byte fallback: 3 byte pieces
+    assert [p["piece"] for p in r.json()["tokens"]][-3:] == [[b] for b in "中".encode()]
     r = http.post("/detokenize", json={"tokens": [1, 10 ** 6]})
     assert r.status_code == 400 and "outside the vocabulary" in r.json()["error"]["message"]

@@ -118,7 +118,9 @@ def test_completion_echo_with_logprobs_scores_the_prompt_as_transformers_does(cl
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == n + 3
     assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None  # nothing precedes the first token
     assert lp.token_logprobs[1:n] == pytest.approx(reference, abs=1e-4)
-    assert all(len(top) == 2 for top in lp.top_logprobs[1:]) and lp.text_offset == sorted(lp.text_offset)
+    assert lp.text_offset == sorted(lp.text_offset)
+    # each position's alternatives: the 2 likeliest and the token itself (OpenAI's k + 1 at most)
+    assert all(token in top and 2 <= len(top) <= 3 for token, top in zip(lp.tokens[1:], lp.top_logprobs[1:]))
     assert r.usage.completion_tokens == 3
 
     scored = client.completions.create(max_tokens=0, **ask)  # the prompt only, as harnesses ask
@@ -133,6 +135,26 @@ def test_completion_echo_with_logprobs_scores_the_prompt_as_transformers_does(cl
     assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
     assert sum((s.tokens for s in streamed), []) == lp.tokens
     assert sum((s.text_offset for s in streamed), []) == lp.text_offset
+
+
+def test_echoed_tokens_join_up_to_the_text_at_their_offsets(client, script, model_id):
+    ask = dict(model=model_id, prompt=script.completion_prompt, max_tokens=3, temperature=0, echo=True, logprobs=1)
+    choice = client.completions.create(**ask).choices[0]
+    text, lp = choice.text, choice.logprobs
+    assert lp.tokens[0] == "<s>" and lp.text_offset[0] == 0  # BOS: shown by name, adds no text
+    assert "".join(lp.tokens[1:]) == text
+    assert all(text[at:at + len(token)] == token for token, at in zip(lp.tokens[1:], lp.text_offset[1:]))
+    chunks = list(client.completions.create(stream=True, **ask))
+    assert sum((c.choices[0].logprobs.text_offset for c in chunks if c.choices), []) == lp.text_offset
+
+
+def test_top_logprobs_hold_the_chosen_token_too(client, script, model_id):
+    ask = dict(model=model_id, prompt=script.completion_prompt, max_tokens=2, temperature=0, echo=True)
+    lp = client.completions.create(logprobs=0, **ask).choices[0].logprobs
+    assert lp.top_logprobs[1:] == [{t: v} for t, v in zip(lp.tokens[1:], lp.token_logprobs[1:])]
+    lp = client.completions.create(logprobs=1, **ask).choices[0].logprobs
+    assert all(t in top and len(top) <= 2 for t, top in zip(lp.tokens[1:], lp.top_logprobs[1:]))
+    assert any(len(top) == 2 for top in lp.top_logprobs[1:])  # a prompt token the model did not expect
 
 
 def test_completion_stream_sync(client, script, model_id):
@@ -168,6 +190,12 @@ def test_chat_logprobs(client, script, model_id):
     for entry in content:
         assert len(entry.top_logprobs) == 3
         assert entry.top_logprobs[0].token == entry.token and bytes(entry.bytes) == entry.token.encode()
+    # the tokens (all but the EOS) join up to the content, whose leading space decoding drops
+    assert "".join(entry.token for entry in content[:-1]) == r.choices[0].message.content
+    chunks = list(client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=30, temperature=0, logprobs=True, stream=True))
+    streamed = [e.token for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert streamed == [entry.token for entry in content]
 
 
 async def test_async_chat_stream(aclient, script, model_id):

@@ -1,5 +1,5 @@
 """Keys on the pages: with API keys set the playground needs one, /admin and /metrics the
-operator key; a browser logs in once and keeps a signed cookie; the API keeps its Bearer keys."""
+operator key; a browser logs in once and keeps a session cookie; the API takes Bearer keys (the operator key too)."""
 
 from __future__ import annotations
 
@@ -41,11 +41,11 @@ def test_without_a_key_browsers_are_sent_to_the_login_page(client):
     assert client.app.state.serving.accounting.requests["chat"] == 0
 
 
-def test_an_api_key_logs_into_the_playground_with_a_signed_cookie(client):
+def test_an_api_key_logs_into_the_playground_with_a_session_cookie(client):
     r = login(client, "other-key", "/?tab=chat")
     assert r.status_code == 303 and r.headers["location"] == "/?tab=chat"
     cookie = r.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}=user.") and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
     assert "Max-Age=43200" in cookie and "Path=/" in cookie
     assert client.get("/").status_code == 200
     assert "Log out" in client.get("/").text
@@ -56,6 +56,7 @@ def test_an_api_key_logs_into_the_playground_with_a_signed_cookie(client):
     assert client.get("/metrics").status_code == 401
     r = client.post("/logout", follow_redirects=False)
     assert r.status_code == 303 and f'{COOKIE}=""' in r.headers["set-cookie"]
+    assert "Max-Age=0" in r.headers["set-cookie"] and "samesite=strict" in r.headers["set-cookie"].lower()
     client.cookies.clear()
     assert client.get("/", headers=HTML, follow_redirects=False).status_code == 303
 
@@ -69,24 +70,22 @@ def test_the_operator_key_opens_admin_and_metrics(client):
 def test_wrong_keys_forged_cookies_and_foreign_redirects_are_refused(client):
     r = login(client, "user-key-not")
     assert r.status_code == 401 and "not valid" in r.text and "set-cookie" not in r.headers
-    signed = login(client, "user-key").headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    session = login(client, "user-key").headers["set-cookie"].split(";")[0].split("=", 1)[1]
     client.cookies.clear()
-    role, expires, signature = signed.split(".")
-    for forged in (f"operator.{expires}.{signature}", f"user.{int(expires) + 1}.{signature}", "operator", ""):
+    for forged in (session[:-1], session + "x", "operator", "user.99999999999.00", ""):
         client.cookies.set(COOKIE, forged)
-        assert client.get("/admin/live").status_code == 401
-    client.cookies.set(COOKIE, f"user.{int(expires) - 2 * 43200}.{signature}")  # expired (and mis-signed)
-    assert client.get("/").status_code == 401
+        assert client.get("/admin/live").status_code == 401 and client.get("/").status_code == 401
     for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
         assert login(client, "user-key", target).headers["location"] == "/"
 
 
-def test_scripts_use_bearer_keys_and_the_api_is_unchanged(client):
+def test_scripts_use_bearer_keys_and_the_operator_key_opens_the_api_too(client):
     assert client.get("/metrics", headers={"authorization": "Bearer operator-key"}).status_code == 200
     assert client.get("/metrics", headers={"authorization": "Bearer user-key"}).status_code == 401
     assert client.get("/", headers={"authorization": "Bearer user-key"}).status_code == 200
     assert client.get("/v1/models").status_code == 401
-    assert client.get("/v1/models", headers={"authorization": "Bearer operator-key"}).status_code == 401
+    # one rule: the operator key opens everything an API key opens
+    assert client.get("/v1/models", headers={"authorization": "Bearer operator-key"}).status_code == 200
     assert client.get("/v1/models", headers={"authorization": "Bearer user-key"}).status_code == 200
     assert client.get("/health").status_code == 200 and client.get("/static/htmx.min.js").status_code == 200
 

@@ -1,8 +1,19 @@
-"""Shapes shared by the OpenAI routes: usage, stream options, the model card."""
+"""Shapes shared by the OpenAI routes: usage, stream options, the model card, and the limits
+every route's fields share (a value outside them is a 400 before anything runs)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+from inference.sampling_params import INT64_MAX, INT64_MIN
+
+MAX_STOPS, MAX_STOP_CHARS = 4, 256  # OpenAI's count; each stop string is matched after every token
+
+Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+StopString = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STOP_CHARS)]
+StopList = Annotated[list[StopString], msgspec.Meta(max_length=MAX_STOPS)]
 
 
 class StreamOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -19,8 +30,8 @@ class SamplingFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     n: int | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: StopString | StopList | None = None
+    seed: Int64 | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None  # only empty: not implemented

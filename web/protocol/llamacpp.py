@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import msgspec
 
+from .common import Int64, StopList
+
 
 class ExtraChunk(msgspec.Struct, kw_only=True):
-    text: str = ""
+    text: str
     filename: str = "tmp"
 
 
@@ -23,8 +25,8 @@ class InfillRequest(msgspec.Struct, kw_only=True):
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
-    seed: int = -1  # negative: random
-    stop: list[str] = []
+    seed: Int64 = -1  # negative: random
+    stop: StopList = []
     stream: bool = False
     repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
@@ -63,7 +65,7 @@ class TokenizeRequest(msgspec.Struct, kw_only=True):
 
 class TokenPiece(msgspec.Struct):
     id: int
-    piece: str
+    piece: str | list[int]  # the piece's text, or its bytes where they are not UTF-8 on their own
 
 
 class TokenizeResponse(msgspec.Struct):

@@ -17,6 +17,7 @@ from ..body import StrictJSON
 from ..errors import APIError, bad_request
 from ..generation import Generation, SampledPrompt
 from ..logprobs import chat_logprobs
+from ..openapi import GENERATION_ERRORS, documented
 from ..protocol.chat import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
                              ChatCompletionRequest, ChunkChoice, Delta, Message)
 from ..protocol.common import Usage
@@ -74,7 +75,11 @@ class ChatController(Controller):
 
     @post("/", dto=StrictJSON[ChatCompletionRequest], return_dto=None, status_code=200,
           summary="Answer a conversation (Instruct models)",
-          description="OpenAI's chat completions; `stream: true` answers with server-sent events.")
+          description="OpenAI's chat completions; `stream: true` answers with server-sent events.",
+          **documented(GENERATION_ERRORS, {"messages": [{"role": "system", "content": "Provide answers in Python"},
+                                                        {"role": "user", "content": "Reverse a list"}],
+                                           "max_tokens": 128},
+                       stream=ChatCompletionChunk, stream_note=", then `data: [DONE]`"))
     async def create_chat_completion(self, data: JSONBody[ChatCompletionRequest], request: Request,
                                      serving: NamedDependency[ServerState]) -> Response[ChatCompletion]:
         serving.check_model(data.model)
@@ -104,7 +109,8 @@ class _Responses:
 
     def whole(self, outs: list[RequestOutput], usage: Usage) -> ChatCompletion:
         choices = [ChatChoice(c.index, AssistantMessage(c.text),
-                              chat_logprobs(self.tok, c.logprobs or []) if self.logprobs else None, c.finish_reason)
+                              chat_logprobs(self.tok, c.logprobs or [], fresh=True) if self.logprobs else None,
+                              c.finish_reason)
                    for c in outs[0].outputs]
         return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
 
@@ -114,9 +120,12 @@ class _Responses:
     async def events(self, gen: Generation) -> AsyncIterator[ChatCompletionChunk]:
         for i in range(self.n):  # as OpenAI: each choice opens with the role
             yield self._chunk([ChunkChoice(i, Delta(role="assistant", content=""), None, None)])
+        begun: set[int] = set()  # choices whose text has begun (the answer's first piece loses its space)
         async for _, out in gen:
             for c in out.outputs:
-                lp = chat_logprobs(self.tok, c.logprobs or []) if self.logprobs else None
+                lp = chat_logprobs(self.tok, c.logprobs or [], c.index not in begun) if self.logprobs else None
+                if self.tok.has_text(c.token_ids):
+                    begun.add(c.index)
                 if c.text or lp is not None or c.finish_reason is not None:
                     yield self._chunk([ChunkChoice(c.index, Delta(content=c.text or None), lp, c.finish_reason)])
         if self.include_usage:

@@ -21,6 +21,7 @@ from ..body import StrictJSON
 from ..errors import APIError, bad_request
 from ..generation import Generation, SampledPrompt
 from ..logprobs import completion_logprobs, echoed_prompt_logprobs
+from ..openapi import GENERATION_ERRORS, documented
 from ..protocol.common import Usage
 from ..protocol.completions import Completion, CompletionChoice, CompletionRequest
 from ..sampling import openai_sampling_params
@@ -67,7 +68,9 @@ class CompletionsController(Controller):
 
     @post("/", dto=StrictJSON[CompletionRequest], return_dto=None, status_code=200,
           summary="Complete prompts, or fill in the middle (suffix)",
-          description="OpenAI's (legacy) completions; `stream: true` answers with server-sent events.")
+          description="OpenAI's (legacy) completions; `stream: true` answers with server-sent events.",
+          **documented(GENERATION_ERRORS, {"prompt": "def fib(n):", "max_tokens": 64, "temperature": 0.2},
+                       stream=Completion, stream_note=" (a chunk), then `data: [DONE]`"))
     async def create_completion(self, data: JSONBody[CompletionRequest], request: Request,
                                 serving: NamedDependency[ServerState]) -> Response[Completion]:
         serving.check_model(data.model)

@@ -14,14 +14,25 @@ from inference.prompts import infill_prompt
 from ..body import StrictJSON
 from ..errors import APIError, bad_request
 from ..generation import Generation, SampledPrompt
-from ..logprobs import token_str
+from ..logprobs import token_bytes
+from ..openapi import GENERATION_ERRORS, documented
 from ..protocol.common import Usage
 from ..protocol.llamacpp import (DetokenizeRequest, DetokenizeResponse, InfillRequest, InfillResult, InfillTimings,
                                  TokenizeRequest, TokenizeResponse, TokenPiece)
 from ..sampling import sampling_params
 from ..state import ServerState
 
+_TOKENIZER_ERRORS = (400, 401, 413, 500)
 SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"  # llama.cpp's, for models without file-separator tokens
+
+
+def _piece(tok, token_id: int) -> str | list[int]:
+    """A token's text, or (as llama.cpp gives a piece that is not valid UTF-8 alone) its bytes."""
+    raw = token_bytes(tok, token_id)
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return list(raw)
 
 
 def _last_chunk(serving: ServerState, out: EngineOutput, text: str, usage: Usage) -> InfillResult:
@@ -46,7 +57,11 @@ class LlamaCppController(Controller):
     @post("/infill", dto=StrictJSON[InfillRequest], return_dto=None, status_code=200,
           summary="Fill in the middle (llama.cpp's /infill)",
           description="The code between input_prefix (+ prompt) and input_suffix; `stream: true` sends "
-                      "server-sent events without a [DONE] sentinel, as llama.cpp does.")
+                      "server-sent events without a [DONE] sentinel, as llama.cpp does.",
+          **documented(tuple(s for s in GENERATION_ERRORS if s != 404),
+                       {"input_prefix": "def fib(n):\n    ", "input_suffix": "\n    return a\n", "n_predict": 64},
+                       stream=InfillResult, stream_note=" (the last has stop true and the totals); no [DONE]",
+                       sentinel=False))
     async def infill(self, data: JSONBody[InfillRequest], request: Request,
                      serving: NamedDependency[ServerState]) -> Response[InfillResult]:
         extra = "".join(SNIPPET_SEPARATOR + chunk.text for chunk in data.input_extra)
@@ -78,17 +93,17 @@ class LlamaCppController(Controller):
         return await gen.respond(data.stream, events, whole, done=False)
 
     @post("/tokenize", dto=StrictJSON[TokenizeRequest], return_dto=None, status_code=200, sync_to_thread=True,
-          summary="Text to token ids")
+          summary="Text to token ids", **documented(_TOKENIZER_ERRORS, {"content": "def fib(n):", "with_pieces": True}))
     def tokenize(self, data: JSONBody[TokenizeRequest],
                  serving: NamedDependency[ServerState]) -> TokenizeResponse:  # (on a worker thread: long texts)
         tok = serving.tokenizer
         ids = tok.encode(data.content, bos=data.add_special)
         if data.with_pieces:
-            return TokenizeResponse([TokenPiece(i, token_str(tok, i)) for i in ids])
+            return TokenizeResponse([TokenPiece(i, _piece(tok, i)) for i in ids])
         return TokenizeResponse(ids)
 
     @post("/detokenize", dto=StrictJSON[DetokenizeRequest], return_dto=None, status_code=200, sync_to_thread=False,
-          summary="Token ids to text")
+          summary="Token ids to text", **documented(_TOKENIZER_ERRORS, {"tokens": [1, 100, 200]}))
     def detokenize(self, data: JSONBody[DetokenizeRequest],
                    serving: NamedDependency[ServerState]) -> DetokenizeResponse:
         vocab = serving.tokenizer.vocab_size
