@@ -15,7 +15,7 @@ import queue
 import threading
 
 from .engine import LLMEngine
-from .engine_front import EngineFront
+from .engine_front import EngineFront, EngineGone
 from .engine_loop import run_engine_loop
 from .engine_messages import StopEngine, ToEngine
 
@@ -42,7 +42,7 @@ class AsyncEngine(EngineFront):
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self.engine.abort_all()
-        self._fail(list(self._consumers), RuntimeError("the engine stopped"))
+        self._fail(list(self._consumers), EngineGone("the engine stopped"))
         self.engine.shutdown()
 
     def _send(self, message: ToEngine) -> None:

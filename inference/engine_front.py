@@ -28,6 +28,11 @@ from .tokenizer import Tokenizer
 Deliver = Callable[[EngineOutput | BaseException], None]
 
 
+class EngineGone(RuntimeError):
+    """The engine stopped or died and can take no more requests; the message says why, in words
+    fit to show a client."""
+
+
 class OutputMailbox:
     """The outputs of one or more requests, each filed under a key, taken in arrival order.
     Consecutive deltas under one key are taken merged into one; an exception ends its key."""
@@ -99,7 +104,7 @@ class EngineFront:
         if request.request_id in self._consumers:
             raise ValueError(f"request id {request.request_id!r} is already running")
         if self.failure is not None:
-            deliver(RuntimeError(self.failure))
+            deliver(EngineGone(self.failure))
             return
         self._consumers[request.request_id] = deliver
         self._send(AddRequest(request))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import EngineConfig
 from .engine import EngineGauges, LLMEngine
-from .engine_front import EngineFront
+from .engine_front import EngineFront, EngineGone
 from .engine_loop import run_engine_loop
 from .engine_messages import EngineFailedToStart, EngineReady, EngineStopped, StopEngine, ToEngine
 from .process_guard import die_with_parent
@@ -78,7 +78,7 @@ class EngineProcess(EngineFront):
             await asyncio.to_thread(self._reader.join)
             self._reader = None
         await asyncio.to_thread(self._process.join)
-        self._fail(list(self._consumers), RuntimeError(self._gone))
+        self._fail(list(self._consumers), EngineGone(self._gone))
 
     @property
     def exitcode(self) -> int | None:
@@ -122,7 +122,7 @@ class EngineProcess(EngineFront):
             self._gauges = EngineGauges(free_blocks=self.info.num_blocks, stats=self._gauges.stats)
             for callback in self.on_death:
                 callback(reason)
-        self._fail(list(self._consumers), RuntimeError(reason))
+        self._fail(list(self._consumers), EngineGone(reason))
 
 
 # --- the engine process --------------------------------------------------------------------------------

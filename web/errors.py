@@ -55,13 +55,18 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     return Response(err.body(), status_code=err.status_code, headers=err.headers)
 
 
-def handle_unexpected(request: Request, exc: Exception) -> Response:
-    """A bug: the details go to the log only, under an id the client is given to quote."""
+def internal_error(what: str, exc: BaseException, code: str = "internal_error") -> APIError:
+    """A failure the client cannot mend: the details go to the log only, under an id the client
+    is given to quote."""
     request_id = f"req_{uuid.uuid4().hex}"
-    log.error("%s %s failed (request id %s)", request.method, request.url.path, request_id, exc_info=exc)
-    return handle_http_exception(request, APIError(
-        500, f"The server had an error while processing your request (request id {request_id}); "
-             "its log has the details.", code="internal_error", headers={"X-Request-Id": request_id}))
+    log.error("%s (request id %s)", what, request_id, exc_info=exc)
+    return APIError(500, f"The server had an error while processing your request (request id {request_id}); "
+                         "its log has the details.", code=code, headers={"X-Request-Id": request_id})
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """A bug."""
+    return handle_http_exception(request, internal_error(f"{request.method} {request.url.path} failed", exc))
 
 
 EXCEPTION_HANDLERS = {HTTPException: handle_http_exception, Exception: handle_unexpected}

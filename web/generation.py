@@ -18,11 +18,11 @@ from litestar import Response
 from litestar.types import Receive
 
 from inference import EngineOutput, RequestOutput, SamplingParams
-from inference.engine_front import OutputMailbox
+from inference.engine_front import EngineGone, OutputMailbox
 from inference.prompts import Prompt
 from inference.requests import EngineRequest
 
-from .errors import APIError
+from .errors import APIError, internal_error
 from .protocol.common import PromptTokensDetails, Usage
 from .sse import sse_response
 
@@ -127,8 +127,10 @@ class Generation:
         index, out = await self._mailbox.get()
         if isinstance(out, APIError):
             raise out
-        if isinstance(out, BaseException):  # validated already: this is the engine failing
-            raise APIError(500, f"generation failed: {out}")
+        if isinstance(out, EngineGone):  # it died (its reason is fit to show) or stopped
+            raise APIError(500, f"generation failed: {out}", code="engine_unavailable")
+        if isinstance(out, BaseException):  # validated already: the engine failed, its details are for the log
+            raise internal_error("the engine failed while generating", out, code="engine_error")
         self._account(index, out)
         return index, out
 

@@ -3,6 +3,8 @@ other request."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 
 import httpx
@@ -176,3 +178,35 @@ def test_a_full_queue_is_429_with_retry_after(guarded_server):
     assert guarded_server.serving.admission.in_flight == 0
     with httpx.Client(base_url=guarded_server.url, headers=headers, timeout=30) as http:
         assert http.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200
+
+
+def test_a_failed_engine_step_is_logged_and_its_streams_get_no_internals(random_model):
+    """A step that fails cannot be pinned on one request: its traceback goes to the log, the
+    requests in it end with an error event that quotes a request id and nothing of the exception,
+    and the engine serves the next request."""
+    engine = LLMEngine(random_model, num_kv_blocks=64, max_model_len=256)
+    launch = engine.runner.launch
+
+    def failing_launch(batch):  # a fault injected into the device work
+        raise RuntimeError("secret detail of the device")
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("codellama").addHandler(handler)  # (the app's logging setup replaces pytest's)
+    server = LiveServer(engine).start()
+    try:
+        engine.runner.launch = failing_launch
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            r = http.post("/v1/completions", json={"prompt": "x = 1", "max_tokens": 4, "stream": True})
+            events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+            error = json.loads(events[-2])["error"]
+            assert error["code"] == "engine_error" and "request id req_" in error["message"]
+            assert "secret" not in r.text
+            engine.runner.launch = launch
+            assert http.post("/v1/completions", json={"prompt": "x = 1", "max_tokens": 4}).status_code == 200
+    finally:
+        server.stop()
+        logging.getLogger("codellama").removeHandler(handler)
+    step = next(r for r in records if r.name == "codellama.engine" and "engine step failed" in r.getMessage())
+    assert "secret detail" in str(step.exc_info[1])  # the traceback is in the log
