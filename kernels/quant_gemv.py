@@ -1,0 +1,122 @@
+"""Weight-only quantized GEMV for decode steps: y = x @ W.T for a few rows of x (M <= 16) with W
+in the layout of kernels/quantized_weights.py (4- or 8-bit integers, scales and zeros per group).
+
+A decode step reads every weight once, so this kernel is about streaming qweight at the card's
+bandwidth. Program (column block, K split) dequantizes its weight tiles in registers and
+multiplies them with the rows of x. Split-K gives a layer whose N alone cannot fill the GPU
+enough programs; the splits' float32 partial sums are then added by a second kernel in a fixed
+order, so a result does not depend on scheduling. One row (batch 1) uses multiply-adds on the
+float32 weights; 2..16 rows use tl.dot with the rows padded to 16. Shapes are fixed for a given
+M, so both launches can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .quantized_weights import check_layout, dequantize_tile, k_tile
+
+MAX_ROWS = 16
+
+
+@triton.jit
+def _quant_gemv_kernel(
+    x_ptr,  # [M, K] activations
+    qweight_ptr,  # [K / P, N] int32 packed weights
+    scales_ptr,  # [K / GROUP, N]
+    zeros_ptr,  # [K / GROUP, N]
+    perm_ptr,  # [K] int32: the input channel of each weight row (read when HAS_PERM)
+    out_ptr,  # [M, N] output, or [splits, M, N] float32 partial sums when PARTIAL
+    M, N, K, k_per_split, stride_xm, stride_om,
+    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr,
+):
+    split = tl.program_id(1)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    offs_m = tl.arange(0, ROWS)
+    m_mask = offs_m < M
+    k_start = split * k_per_split
+    k_end = tl.minimum(k_start + k_per_split, K)
+    if ROWS == 1:
+        acc_k = tl.zeros([BLOCK_K, BLOCK_N], tl.float32)  # reduced over K once, after the loop
+        for k0 in range(k_start, k_end, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            if HAS_PERM:
+                offs_k = tl.load(perm_ptr + offs_k)
+            x = tl.load(x_ptr + offs_k).to(tl.float32)
+            w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
+                                BLOCK_N)
+            acc_k += w * x[:, None]
+        acc = tl.sum(acc_k, axis=0)[None, :]
+    else:
+        acc = tl.zeros([ROWS, BLOCK_N], tl.float32)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            if HAS_PERM:
+                offs_k = tl.load(perm_ptr + offs_k)
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None], other=0.0)
+            w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
+                                BLOCK_N).to(x.dtype)
+            if IEEE:
+                acc += tl.dot(x, w, input_precision="ieee")
+            else:
+                acc += tl.dot(x, w)
+    mask = m_mask[:, None] & n_mask[None, :]
+    if PARTIAL:
+        tl.store(out_ptr + (split * M + offs_m[:, None]) * N + offs_n[None, :], acc, mask=mask)
+    else:
+        tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sum_splits_kernel(
+    part_ptr,  # [SPLITS, M * N] float32 partial sums
+    out_ptr,  # [M * N] output
+    size,  # M * N
+    SPLITS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < size
+    acc = tl.zeros([BLOCK], tl.float32)
+    for s in tl.static_range(SPLITS):
+        acc += tl.load(part_ptr + s * size + offs, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int) -> int:
+    """Splits of K giving about four programs per SM, each split keeping at least four K tiles."""
+    programs = triton.cdiv(n, block_n)
+    return max(1, min(triton.cdiv(4 * num_sms, programs), k // block_k // 4))
+
+
+def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+               perm: torch.Tensor | None, bits: int, *, split_k: int | None = None, block_n: int | None = None,
+               block_k: int | None = None, num_warps: int = 4) -> torch.Tensor:
+    """x: [M, K] with M <= 16 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
+    sizes and the split count may be given (benchmarks), else they are chosen here."""
+    m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
+    assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
+    k = x.shape[1]
+    rows = 1 if m == 1 else MAX_ROWS
+    block_n = block_n or (128 if m == 1 else 64)
+    block_k = min(block_k or (64 if m == 1 else 128), k_tile(group))
+    if split_k is None:
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
+        split_k = gemv_splits(n, k, block_n, block_k, sms)
+    k_per_split = triton.cdiv(triton.cdiv(k, block_k), split_k) * block_k
+    split_k = triton.cdiv(k, k_per_split)  # no empty split
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    target = out if split_k == 1 else torch.empty(split_k, m, n, dtype=torch.float32, device=x.device)
+    _quant_gemv_kernel[(triton.cdiv(n, block_n), split_k)](
+        x, qweight, scales, zeros, perm if perm is not None else qweight, target,
+        m, n, k, k_per_split, x.stride(0), out.stride(0),
+        BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
+        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, num_warps=num_warps)
+    if split_k > 1:
+        block = 1024
+        _sum_splits_kernel[(triton.cdiv(m * n, block),)](target, out, m * n, SPLITS=split_k, BLOCK=block,
+                                                         num_warps=4)
+    return out
