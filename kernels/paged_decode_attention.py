@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .kv_int8 import check_kv_scales
+
 _LOG2E = 1.4426950408889634
 
 
@@ -21,6 +23,8 @@ def _decode_kernel(
     q_ptr,  # [B, Hq, D] queries
     k_cache_ptr,  # [num_blocks * PAGE, Hk, D] keys (block-major)
     v_cache_ptr,  # [num_blocks * PAGE, Hk, D] values
+    k_scale_ptr,  # [num_blocks * PAGE, Hk] float32 scales of an int8 cache (unused otherwise)
+    v_scale_ptr,
     block_tables_ptr,  # [B, max_blocks] int32
     context_lens_ptr,  # [B] int32, tokens to attend to (0 for a padding row)
     out_ptr,  # [B, Hq, D] output, written when SPLITS == 1
@@ -30,7 +34,7 @@ def _decode_kernel(
     stride_qb, stride_qh, stride_ob, stride_oh, stride_bt,
     HK: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     D: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLITS: tl.constexpr, IEEE: tl.constexpr,
+    SPLITS: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1)
@@ -55,23 +59,33 @@ def _decode_kernel(
         t = n0 + tl.arange(0, BLOCK_N)
         tmask = t < end
         page = tl.load(block_tables_ptr + b * stride_bt + t // PAGE, mask=tmask, other=0).to(tl.int64)
-        rows = (page * PAGE + t % PAGE) * (HK * D) + kvh * D
+        slots = page * PAGE + t % PAGE
+        rows = slots * (HK * D) + kvh * D
         kv_mask = tmask[:, None] & dmask[None, :]
         k = tl.load(k_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if KV_INT8:  # whole numbers, exact in q's dtype; each key's scale multiplies its score
+            k = k.to(q.dtype)
         if IEEE:
             s = tl.dot(q, tl.trans(k), input_precision="ieee")
         else:
             s = tl.dot(q, tl.trans(k))
+        if KV_INT8:
+            s = s * tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
         alpha = tl.exp2(m - m_new)
         p = tl.exp2(s - m_new[:, None])
         l = l * alpha + tl.sum(p, axis=1)
         v = tl.load(v_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        if KV_INT8:  # each value's scale goes with its probability
+            v = v.to(q.dtype)
+            pv = p * tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            pv = p
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v)
         m = m_new
 
     out_mask = gmask[:, None] & dmask[None, :]
@@ -123,14 +137,17 @@ def decode_num_splits(batch: int, kv_heads: int, max_context_len: int, num_sms: 
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
-                           num_splits: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """q: [B, Hq, D]; caches: [num_blocks, page, Hk, D]; returns [B, Hq, D]. num_splits is a
-    power of two fixed by the caller (fixed per CUDA-graph batch size), and the context is cut
-    into that many parts at run time."""
+                           num_splits: int, out: torch.Tensor | None = None, k_scales: torch.Tensor | None = None,
+                           v_scales: torch.Tensor | None = None) -> torch.Tensor:
+    """q: [B, Hq, D]; caches: [num_blocks, page, Hk, D] (int8 ones with their scales
+    [num_blocks, page, Hk], see kv_int8.py); returns [B, Hq, D]. num_splits is a power of two
+    fixed by the caller (fixed per CUDA-graph batch size), and the context is cut into that many
+    parts at run time."""
     batch, hq, dim = q.shape
     _, page, hk, _ = k_cache.shape
     assert k_cache.is_contiguous() and v_cache.is_contiguous() and q.stride(2) == 1
     assert hq % hk == 0 and num_splits & (num_splits - 1) == 0 and block_tables.dtype == torch.int32
+    kv_int8 = check_kv_scales(k_cache, k_scales, v_scales)
     out = torch.empty_like(q) if out is None else out
     if batch == 0:
         return out
@@ -140,11 +157,12 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
              torch.empty(batch, hq, num_splits, 2, dtype=torch.float32, device=q.device)) \
         if num_splits > 1 else (out, out)
     _decode_kernel[(batch, hk, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, parts[0], parts[1], scale * _LOG2E,
+        q, k_cache, v_cache, k_scales if kv_int8 else k_cache, v_scales if kv_int8 else v_cache, block_tables,
+        context_lens, out, parts[0], parts[1], scale * _LOG2E,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HK=hk, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), D=dim,
         BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
-        IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2)
+        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, num_warps=4, num_stages=2)
     if num_splits > 1:
         _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
                                      BLOCK_D=triton.next_power_of_2(dim), SPLITS=num_splits, num_warps=4)

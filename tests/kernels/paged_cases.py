@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+
+from kernels.kv_int8 import quantize_kv_ref
 
 
 @dataclass
@@ -16,6 +18,8 @@ class PagedCase:
     context_lens: torch.Tensor
     block_tables: torch.Tensor
     scale: float
+    k_scales: torch.Tensor | None = None  # with int8 caches
+    v_scales: torch.Tensor | None = None
 
     @property
     def max_query_len(self) -> int:
@@ -42,3 +46,11 @@ def make_case(query_lens, context_lens, *, heads=4, kv_heads=2, dim=32, page=16,
     return PagedCase(rand(int(cu[-1]), heads, dim), rand(num_blocks, page, kv_heads, dim),
                      rand(num_blocks, page, kv_heads, dim), cu.to(device),
                      torch.tensor(context_lens, dtype=torch.int32, device=device), tables.to(device), dim ** -0.5)
+
+
+def int8_kv(case: PagedCase) -> PagedCase:
+    """The same problem over an int8 cache (each row quantized with its own scale)."""
+    (k, ks), (v, vs) = (quantize_kv_ref(c.flatten(0, 1)) for c in (case.k_cache, case.v_cache))
+    shape = case.k_cache.shape
+    return replace(case, k_cache=k.view(shape), v_cache=v.view(shape), k_scales=ks.view(shape[:3]),
+                   v_scales=vs.view(shape[:3]))

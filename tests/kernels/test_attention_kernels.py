@@ -7,14 +7,14 @@ from kernels.paged_attention import paged_attention_ref
 from kernels.paged_decode_attention import decode_num_splits, paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention
 from tests.conftest import DEVICE
-from tests.kernels.paged_cases import make_case
+from tests.kernels.paged_cases import int8_kv, make_case
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
 
 
 def reference(case):
     return paged_attention_ref(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
-                               case.block_tables, case.scale)
+                               case.block_tables, case.scale, case.k_scales, case.v_scales)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -62,3 +62,30 @@ def test_split_count_fills_the_gpu_without_empty_tiles():
     assert decode_num_splits(batch=1, kv_heads=32, max_context_len=512, num_sms=132) == 8
     assert decode_num_splits(batch=64, kv_heads=32, max_context_len=2048, num_sms=132) == 1
     assert decode_num_splits(batch=1, kv_heads=8, max_context_len=60, num_sms=132) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("splits", [1, 2])
+def test_decode_over_an_int8_cache_matches_reference(dtype, splits):
+    context = [1, 16, 17, 70]
+    case = int8_kv(make_case([1] * len(context), context, heads=8, kv_heads=2, dim=32, dtype=dtype, device=DEVICE))
+    got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
+                                 case.scale, num_splits=splits, k_scales=case.k_scales, v_scales=case.v_scales)
+    torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_prefill_over_an_int8_cache_matches_reference(dtype):
+    query_lens, context = [37, 5, 1], [37, 21, 9]
+    case = int8_kv(make_case(query_lens, context, heads=4, kv_heads=2, dim=32, dtype=dtype, device=DEVICE))
+    got = paged_prefill_attention(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                                  case.block_tables, case.scale, case.max_query_len, k_scales=case.k_scales,
+                                  v_scales=case.v_scales)
+    torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+def test_int8_cache_is_close_to_the_float_one():
+    """What the quantization itself costs: attention over the int8 cache against the float32 cache."""
+    case = make_case([1, 1, 30], [40, 90, 30], heads=4, kv_heads=2, dim=64, device=DEVICE)
+    err = (reference(int8_kv(case)) - reference(case)).norm() / reference(case).norm()
+    assert 0 < err < 1e-2
