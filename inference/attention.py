@@ -27,35 +27,40 @@ class AttentionMetadata:
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    meta: AttentionMetadata, scale: float) -> torch.Tensor:
+                    meta: AttentionMetadata, scale: float, k_scales: torch.Tensor | None = None,
+                    v_scales: torch.Tensor | None = None) -> torch.Tensor:
     """q: [T, Hq, D] -> [T, Hq, D]. On the GPU decodes go through the split-K decode kernel and
-    the other sequences through the prefill kernel; elsewhere through the torch reference."""
+    the other sequences through the prefill kernel; elsewhere through the torch reference. An
+    int8 cache comes with its scales."""
     if not q.is_cuda:
         return kernels.paged_attention_ref(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
-                                           meta.block_tables, scale)
+                                           meta.block_tables, scale, k_scales, v_scales)
     out = torch.empty_like(q)
     nd = meta.num_decodes
     if nd:
         kernels.paged_decode_attention(q[:nd], k_cache, v_cache, meta.block_tables, meta.context_lens, scale,
-                                       meta.decode_splits, out=out[:nd])
+                                       meta.decode_splits, out=out[:nd], k_scales=k_scales, v_scales=v_scales)
     if nd < meta.context_lens.shape[0]:
         kernels.paged_prefill_attention(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
-                                        meta.block_tables, scale, meta.max_query_len, first_seq=nd, out=out)
+                                        meta.block_tables, scale, meta.max_query_len, first_seq=nd, out=out,
+                                        k_scales=k_scales, v_scales=v_scales)
     return out
 
 
 def warm_up_attention(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype,
-                      device: torch.device) -> None:
+                      device: torch.device, kv_int8: bool = False) -> None:
     """Compile every variant of the attention kernels that a step can ask for (split counts,
     query tile sizes) now, rather than in the middle of serving."""
     longest = 130  # over 64: the largest query tile
-    cache = torch.zeros(1, block_size, num_kv_heads, head_dim, dtype=dtype, device=device)
+    cache = torch.zeros(1, block_size, num_kv_heads, head_dim, dtype=torch.int8 if kv_int8 else dtype, device=device)
+    scales = torch.zeros(1, block_size, num_kv_heads, device=device) if kv_int8 else None
     tables = torch.zeros(1, -(-longest // block_size), dtype=torch.int32, device=device)  # all in block 0
     q = torch.zeros(longest, num_heads, head_dim, dtype=dtype, device=device)
     for splits in (2 ** i for i in range(kernels.MAX_SPLITS.bit_length())):
         kernels.paged_decode_attention(q[:1], cache, cache, tables, torch.ones(1, dtype=torch.int32, device=device),
-                                       1.0, splits)
+                                       1.0, splits, k_scales=scales, v_scales=scales)
     for q_len in (16, 64, longest):  # each query tile size
         lens = torch.tensor([q_len], dtype=torch.int32, device=device)
         cu = torch.tensor([0, q_len], dtype=torch.int32, device=device)
-        kernels.paged_prefill_attention(q[:q_len], cache, cache, cu, lens, tables, 1.0, q_len)
+        kernels.paged_prefill_attention(q[:q_len], cache, cache, cu, lens, tables, 1.0, q_len, k_scales=scales,
+                                        v_scales=scales)

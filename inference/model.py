@@ -2,7 +2,9 @@
 
 Projections are fused (QKV, gate/up) and may hold one tensor-parallel shard: column-parallel
 layers (QKV, gate/up) hold a slice of the heads / MLP columns, row-parallel layers (o, down)
-the matching input slice, and their partial sums are all-reduced inline.
+the matching input slice, and their partial sums are all-reduced inline. With a quantization
+scheme the four projections are QuantizedLinear modules (inference/quant), the rest stays dense.
+An int8 KV cache comes with its scales (kernels/kv_int8.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import kernels
 
 from .attention import AttentionMetadata, paged_attention
 from .config import ModelConfig
+from .quant import QuantizedLinear, QuantScheme, linear
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +48,16 @@ def _empty(*shape: int, dtype: torch.dtype, device: torch.device) -> nn.Paramete
     return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
 
 
+def _projection(out_features: int, in_features: int, quant: QuantScheme | None, what: str,
+                dtype: torch.dtype, device: torch.device) -> nn.Parameter | QuantizedLinear:
+    if quant is None:
+        return _empty(out_features, in_features, dtype=dtype, device=device)
+    return QuantizedLinear(in_features, out_features, quant, device, what)
+
+
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, tp: TensorParallel, dtype: torch.dtype, device: torch.device):
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel, dtype: torch.dtype, device: torch.device,
+                 quant: QuantScheme | None = None):
         super().__init__()
         self.tp = tp
         self.num_heads = tp.shard(cfg.num_heads, "num_attention_heads")
@@ -58,45 +69,50 @@ class DecoderLayer(nn.Module):
         qkv_rows = (self.num_heads + 2 * self.num_kv_heads) * cfg.head_dim
         kw = dict(dtype=dtype, device=device)
         self.input_layernorm = _empty(cfg.hidden_size, **kw)
-        self.qkv_proj = _empty(qkv_rows, cfg.hidden_size, **kw)
-        self.o_proj = _empty(cfg.hidden_size, self.num_heads * cfg.head_dim, **kw)
+        self.qkv_proj = _projection(qkv_rows, cfg.hidden_size, quant, "qkv_proj", **kw)
+        self.o_proj = _projection(cfg.hidden_size, self.num_heads * cfg.head_dim, quant, "o_proj", **kw)
         self.post_attention_layernorm = _empty(cfg.hidden_size, **kw)
-        self.gate_up_proj = _empty(2 * inter, cfg.hidden_size, **kw)
-        self.down_proj = _empty(cfg.hidden_size, inter, **kw)
+        self.gate_up_proj = _projection(2 * inter, cfg.hidden_size, quant, "gate_up_proj", **kw)
+        self.down_proj = _projection(cfg.hidden_size, inter, quant, "down_proj", **kw)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, positions: torch.Tensor,
                 cos_sin: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                kv_scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x, residual = kernels.rms_norm(hidden, self.input_layernorm, self.eps, residual)
-        hidden = self.attention(x, positions, cos_sin, kv_cache, meta)
+        hidden = self.tp.all_reduce(linear(self.attend(x, positions, cos_sin, kv_cache, meta, kv_scales),
+                                           self.o_proj))
         x, residual = kernels.rms_norm(hidden, self.post_attention_layernorm, self.eps, residual)
-        hidden = self.tp.all_reduce(F.linear(kernels.silu_and_mul(F.linear(x, self.gate_up_proj)),
-                                             self.down_proj))
+        hidden = self.tp.all_reduce(linear(self.gated(x), self.down_proj))
         return hidden, residual
 
-    def attention(self, x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor,
-                  kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor, kv_cache: torch.Tensor,
+               meta: AttentionMetadata, kv_scales: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention output of this rank's heads, [T, heads * head_dim] (o_proj's input)."""
         t, d = x.shape[0], self.head_dim
-        q, k, v = F.linear(x, self.qkv_proj).split(
+        q, k, v = linear(x, self.qkv_proj).split(
             [self.num_heads * d, self.num_kv_heads * d, self.num_kv_heads * d], dim=-1)
         q, k, v = q.view(t, -1, d), k.view(t, -1, d), v.view(t, -1, d)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
-        kernels.rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, meta.slot_mapping)
-        out = paged_attention(q, k_cache, v_cache, meta, self.scale)
-        return self.tp.all_reduce(F.linear(out.view(t, -1), self.o_proj))
+        k_scales, v_scales = (None, None) if kv_scales is None else (kv_scales[0], kv_scales[1])
+        kernels.rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, meta.slot_mapping, k_scales, v_scales)
+        return paged_attention(q, k_cache, v_cache, meta, self.scale, k_scales, v_scales).view(t, -1)
+
+    def gated(self, x: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up, [T, intermediate] (down_proj's input)."""
+        return kernels.silu_and_mul(linear(x, self.gate_up_proj))
 
 
 class LlamaModel(nn.Module):
     """Parameters are allocated uninitialised; `inference.weights.load_weights` fills them."""
 
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str,
-                 tp: TensorParallel = TensorParallel()):
+                 tp: TensorParallel = TensorParallel(), quant: QuantScheme | None = None):
         super().__init__()
         device = torch.device(device)
-        self.cfg, self.tp = cfg, tp
+        self.cfg, self.tp, self.quant = cfg, tp, quant
         kw = dict(dtype=dtype, device=device)
         self.embed_tokens = _empty(cfg.vocab_size, cfg.hidden_size, **kw)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, tp, dtype, device) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, tp, dtype, device, quant) for _ in range(cfg.num_layers))
         self.norm = _empty(cfg.hidden_size, **kw)
         self.lm_head = self.embed_tokens if cfg.tie_word_embeddings else _empty(cfg.vocab_size, cfg.hidden_size, **kw)
         self.register_buffer("cos_sin", kernels.rotary_cos_sin(
@@ -108,12 +124,14 @@ class LlamaModel(nn.Module):
         return self.layers[0].num_kv_heads
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: torch.Tensor,
-                meta: AttentionMetadata) -> torch.Tensor:
-        """input_ids, positions: [T]; kv_caches: [layers, 2, blocks, block_size, kv_heads, head_dim].
-        Returns the final-normed hidden states, [T, hidden]."""
+                meta: AttentionMetadata, kv_scales: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, positions: [T]; kv_caches: [layers, 2, blocks, block_size, kv_heads, head_dim],
+        int8 with kv_scales [layers, 2, blocks, block_size, kv_heads]. Returns the final-normed
+        hidden states, [T, hidden]."""
         hidden, residual = F.embedding(input_ids, self.embed_tokens), None
-        for layer, kv_cache in zip(self.layers, kv_caches):
-            hidden, residual = layer(hidden, residual, positions, self.cos_sin, kv_cache, meta)
+        for i, layer in enumerate(self.layers):
+            hidden, residual = layer(hidden, residual, positions, self.cos_sin, kv_caches[i], meta,
+                                     None if kv_scales is None else kv_scales[i])
         hidden, _ = kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps, residual)
         return hidden
 

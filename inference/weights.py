@@ -3,8 +3,10 @@
 - a Hugging Face checkpoint: read memory-mapped (safetensors slices, or `torch.load(mmap=True)`
   for `.bin`), so only the slice a tensor-parallel rank needs is touched; separate q/k/v and
   gate/up tensors are copied into the fused parameters here;
-- a workspace from `codellama convert`: the model's own fused parameters, already split per
-  tensor-parallel rank, copied as they are:
+- a quantized Hugging Face checkpoint (AWQ, GPTQ; see inference/quant): its projections are
+  read per module, split and packed into the kernels' layout by inference.quant.assemble;
+- a workspace from `codellama convert`: the model's own fused parameters (quantized ones in the
+  kernels' layout), already split per tensor-parallel rank, copied as they are:
 
       workspace/rank-0/model.safetensors      (or model-00001.safetensors, model-00002...)
       workspace/rank-1/model.safetensors      each file's header: format, tp_rank, tp_size
@@ -24,6 +26,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .model import LlamaModel, TensorParallel
+from .quant import QuantizedLinear, check_scheme
+from .quant.assemble import WeightSource, assemble_quantized, split_checkpoint
 
 FUSED_FORMAT = "codellama-serve/fused-v1"
 
@@ -130,13 +134,15 @@ def load_weights(model: LlamaModel, model_dir: str | Path) -> None:
     """Fill every parameter of `model` (its tensor-parallel shard) from a workspace's fused
     per-rank files or from a Hugging Face directory."""
     model_dir = Path(model_dir)
+    params = dict(model.named_parameters(remove_duplicate=False))
     with ExitStack() as stack, torch.no_grad():
         if rank_dir(model_dir, 0).is_dir():
-            params = dict(model.named_parameters(remove_duplicate=False))
+            check_scheme(model.quant, model_dir)
             for name, tensor in fused_tensors(model, model_dir, stack).items():
                 params[name].copy_(tensor[:])
         else:
-            load_tensors(model, _Checkpoint(model_dir, stack).tensors, str(model_dir))
+            for _ in assemble_hf(model, model_dir, params.__getitem__):
+                pass
 
 
 def load_tensors(model: LlamaModel, tensors: Mapping[str, object], source: str = "state dict") -> None:
@@ -149,9 +155,15 @@ def load_tensors(model: LlamaModel, tensors: Mapping[str, object], source: str =
 
 def assemble_hf(model: LlamaModel, model_dir: str | Path,
                 buffer_for: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
-    """`assemble` over a Hugging Face directory's checkpoint files."""
+    """`assemble` over a Hugging Face directory's checkpoint files (quantized ones included)."""
+    model_dir = Path(model_dir)
+    layout = check_scheme(model.quant, model_dir)
     with ExitStack() as stack:
-        yield from assemble(model, _Checkpoint(Path(model_dir), stack).tensors, buffer_for, str(model_dir))
+        tensors, quantized = _Checkpoint(model_dir, stack).tensors, {}
+        if layout is not None:
+            q = model.quant
+            tensors, quantized = split_checkpoint(tensors, layout, q.bits, q.group_size, str(model_dir))
+        yield from assemble(model, tensors, buffer_for, str(model_dir), quantized)
 
 
 def _stored_params(model: LlamaModel) -> dict[str, tuple[int, ...]]:
@@ -160,12 +172,18 @@ def _stored_params(model: LlamaModel) -> dict[str, tuple[int, ...]]:
             if not (name == "lm_head" and model.cfg.tie_word_embeddings)}
 
 
+def _dense_params(model: LlamaModel) -> dict[str, tuple[int, ...]]:
+    quantized = {f"{module_name}.{name}" for module_name, module in model.named_modules()
+                 if isinstance(module, QuantizedLinear) for name, _ in module.named_parameters()}
+    return {name: shape for name, shape in _stored_params(model).items() if name not in quantized}
+
+
 def assemble(model: LlamaModel, tensors: Mapping[str, object], buffer_for: Callable[[str], torch.Tensor],
-             source: str) -> Iterator[tuple[str, torch.Tensor]]:
+             source: str, quantized: WeightSource | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """Assemble this rank's parameters from Hugging Face-named tensors into `buffer_for(name)`,
     yielding each (name, buffer) as soon as it is complete; `model` only gives names and shapes
-    (it may live on the meta device)."""
-    shapes = _stored_params(model)
+    (it may live on the meta device). A quantized model's projections come from `quantized`."""
+    shapes = _dense_params(model)
     buffers: dict[str, torch.Tensor] = {}
     filled: dict[str, int] = {}  # parameter -> rows written
     tp = model.tp
@@ -193,6 +211,8 @@ def assemble(model: LlamaModel, tensors: Mapping[str, object], buffer_for: Calla
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         raise ValueError(f"{source}: checkpoint is missing tensors for {shown}")
+    if model.quant is not None:
+        yield from assemble_quantized(model, quantized or {}, lambda name: _target(model, name), buffer_for, source)
 
 
 def fused_tensors(model: LlamaModel, workspace: Path, stack: ExitStack) -> dict[str, object]:
@@ -263,9 +283,15 @@ def fill_random(model: LlamaModel, seed: int = 0, std: float = 0.02) -> None:
     """Seeded random weights (norms at one), generated on the model's device: benchmarks of the
     real shapes need no checkpoint, and the speed of a dense model does not depend on values."""
     gen = torch.Generator(device=model.embed_tokens.device).manual_seed(seed)
+    dense = _dense_params(model)
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if name not in dense:
+                continue
             if name.endswith("norm") or name.endswith("layernorm"):
                 p.fill_(1.0)
             else:
                 p.normal_(0.0, std, generator=gen)
+        for module in model.modules():
+            if isinstance(module, QuantizedLinear):
+                module.fill_random(gen, std)

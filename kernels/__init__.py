@@ -7,6 +7,9 @@ import torch
 from .paged_attention import paged_attention_ref
 from .paged_decode_attention import MAX_SPLITS, decode_num_splits, paged_decode_attention
 from .paged_prefill_attention import paged_prefill_attention
+from .quant_gemm import quant_gemm
+from .quant_gemv import MAX_ROWS as GEMV_MAX_ROWS, quant_gemv
+from .quantized_weights import quant_linear_ref
 from .rms_norm import rms_norm as _rms_norm_triton, rms_norm_ref
 from .rotary import rotary_cos_sin, rotary_write_kv as _rotary_write_kv_triton, rotary_write_kv_ref
 from .silu_mul import silu_and_mul as _silu_and_mul_triton, silu_and_mul_ref
@@ -17,10 +20,22 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     return (_rms_norm_triton if x.is_cuda else rms_norm_ref)(x, weight, eps, residual)
 
 
-def rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping) -> None:
-    """Rotate q in place; the rotated k and v go into the paged caches (k itself is unchanged)."""
+def rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, k_scales=None,
+                    v_scales=None) -> None:
+    """Rotate q in place; the rotated k and v go into the paged caches (k itself is unchanged),
+    quantized when the caches are int8 (their scales into k_scales / v_scales)."""
     (_rotary_write_kv_triton if q.is_cuda else rotary_write_kv_ref)(q, k, v, positions, cos_sin, k_cache, v_cache,
-                                                                    slot_mapping)
+                                                                    slot_mapping, k_scales, v_scales)
+
+
+def quant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                 perm: torch.Tensor | None, bits: int) -> torch.Tensor:
+    """x @ W.T for quantized W (kernels/quantized_weights.py): the GEMV for decode-sized inputs,
+    the GEMM for larger ones."""
+    if not x.is_cuda:
+        return quant_linear_ref(x, qweight, scales, zeros, perm, bits)
+    gemv = 1 <= x.shape[0] <= GEMV_MAX_ROWS
+    return (quant_gemv if gemv else quant_gemm)(x, qweight, scales, zeros, perm, bits)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
@@ -28,4 +43,4 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["rms_norm", "rotary_write_kv", "rotary_cos_sin", "silu_and_mul", "paged_attention_ref",
-           "paged_decode_attention", "paged_prefill_attention", "decode_num_splits", "MAX_SPLITS"]
+           "paged_decode_attention", "paged_prefill_attention", "decode_num_splits", "MAX_SPLITS", "quant_linear"]

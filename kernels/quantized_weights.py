@@ -47,8 +47,9 @@ def pack_qweight(q: torch.Tensor, bits: int) -> torch.Tensor:
     k, n = q.shape
     if k % per_word:
         raise ValueError(f"{k} input channels do not fill whole {per_word}-value words")
-    words = q.to(torch.int64).view(k // per_word, per_word, n) << (torch.arange(per_word) * bits)[None, :, None]
-    packed = words.sum(1)  # the fields do not overlap, so the sum is their bitwise or
+    packed = torch.zeros(k // per_word, n, dtype=torch.int64, device=q.device)
+    for j in range(per_word):
+        packed |= q[j::per_word].to(torch.int64) << (bits * j)
     return torch.where(packed >= 1 << 31, packed - (1 << 32), packed).to(torch.int32)
 
 

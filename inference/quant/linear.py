@@ -1,0 +1,59 @@
+"""The model's quantized projection: the kernels' tensors as parameters (so checkpoints, workspaces
+and tensor-parallel shards handle them like any other), and a forward that dispatches to the
+GEMV for decode-sized inputs, the GEMM for prefill, or the torch reference off the GPU."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kernels
+
+from .scheme import QuantScheme
+
+SCALE_DTYPE = torch.float16
+
+
+class QuantizedLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, scheme: QuantScheme, device: torch.device, what: str):
+        super().__init__()
+        self.bits, self.in_features, self.out_features = scheme.bits, in_features, out_features
+        group = scheme.group_for(in_features)
+        if in_features % group or group % 16:
+            raise ValueError(f"{what}: {in_features} input channels (on each tensor-parallel rank) are not whole "
+                             f"groups of {group} channels ({scheme.name})")
+
+        def param(*shape: int, dtype: torch.dtype) -> nn.Parameter:
+            return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
+
+        self.qweight = param(in_features * scheme.bits // 32, out_features, dtype=torch.int32)
+        self.scales = param(in_features // group, out_features, dtype=SCALE_DTYPE)
+        self.zeros = param(in_features // group, out_features, dtype=SCALE_DTYPE)
+        self.perm = param(in_features, dtype=torch.int32) if scheme.act_order else None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(out_features, in_features), as a dense weight's."""
+        return self.out_features, self.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.quant_linear(x, self.qweight, self.scales, self.zeros, self.perm, self.bits)
+
+    @torch.no_grad()
+    def fill_random(self, generator: torch.Generator, std: float) -> None:
+        """Seeded random integers whose dequantized weights have about the given std (benchmarks)."""
+        self.qweight.random_(generator=generator)
+        levels = 1 << self.bits
+        self.zeros.fill_(levels // 2)
+        self.scales.fill_(std * 12 ** 0.5 / levels)  # uniform integers: std = levels / sqrt(12)
+        if self.perm is not None:
+            self.perm.copy_(torch.randperm(self.in_features, device=self.perm.device, generator=generator))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedLinear) -> torch.Tensor:
+    """x @ W.T for a dense weight or a quantized projection."""
+    return weight(x) if isinstance(weight, QuantizedLinear) else F.linear(x, weight)
