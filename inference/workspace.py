@@ -2,7 +2,8 @@
 command loads like a Hugging Face directory.
 
     workspace/
-      codellama.json     model_name, variant, size, capabilities, source, tp, dtype, format
+      codellama.json     model_name, variant, size, capabilities, source, tp, dtype, format,
+                         and for quantized weights their scheme ("quantization", inference/quant)
       config.json        the model's config, normalised (ModelConfig and transformers read it)
       tokenizer.model    the SentencePiece vocabulary
       rank-0/ rank-1/    each tensor-parallel rank's fused parameters (see inference.weights)
@@ -27,16 +28,19 @@ from .config import resolve_dtype
 from .model import LlamaModel, TensorParallel
 from .model_info import ModelInfo, check_name_fits, load_model_info, read_metadata, size_from_config
 from .model_source import resolve_model_dir
+from .quant import QuantScheme, read_quantization
 from .tokenizer import Tokenizer
-from .weights import assemble_hf, fused_tensors, rank_dir, write_fused_rank
+from .weights import assemble, assemble_hf, fused_tensors, rank_dir, write_fused_rank
 
 WORKSPACE_FORMAT = "codellama-serve-workspace/1"
 
 
 def convert(hf_dir: str | Path, dst: str | Path, *, model_name: str | None = None,
             capabilities: list[str] | None = None, tp: int = 1, dtype: str | None = None,
-            force: bool = False, progress: bool = True) -> ModelInfo:
-    """Convert a Hugging Face Llama / Code Llama directory into a workspace at `dst`."""
+            force: bool = False, progress: bool = True, quant: str | None = None,
+            calib: str | Path | None = None) -> ModelInfo:
+    """Convert a Hugging Face Llama / Code Llama directory into a workspace at `dst`; an AWQ or
+    GPTQ checkpoint stays quantized, and `quant` ("awq" or "int8") quantizes a dense one."""
     hf_dir = resolve_model_dir(hf_dir)
     if rank_dir(hf_dir, 0).is_dir():
         raise ValueError(f"{hf_dir} is already a workspace; convert from the Hugging Face directory it came from")
@@ -49,17 +53,25 @@ def convert(hf_dir: str | Path, dst: str | Path, *, model_name: str | None = Non
         raise ValueError(f"{hf_dir}: the tokenizer has more pieces than the model has embeddings")
     if tp < 1:
         raise ValueError(f"--tp must be >= 1, got {tp}")
-    models = [LlamaModel(cfg, torch_dtype, "meta", TensorParallel(r, tp)) for r in range(tp)]  # shapes only
+    found = read_quantization(hf_dir)
+    if quant and found:
+        raise ValueError(f"{hf_dir} is already quantized ({found[0].name}); convert it without --quant")
+    if calib and quant != "awq":
+        raise ValueError("--calib is the calibration text of --quant awq")
     dst = Path(dst)
     _check_destination(dst, force)
+    scheme, tensors_for = _weights_source(hf_dir, cfg, found[0] if found else None, quant, calib, progress)
+    models = [LlamaModel(cfg, torch_dtype, "meta", TensorParallel(r, tp), scheme) for r in range(tp)]  # shapes only
     tmp = dst.parent / f".{dst.name}.converting-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_weights(models, hf_dir, tmp, progress)
+        _write_weights(models, tensors_for, tmp, progress)
         (tmp / "config.json").write_text(json.dumps(normalised_config(cfg, torch_dtype), indent=2) + "\n")
         shutil.copyfile(hf_dir / "tokenizer.model", tmp / "tokenizer.model")
         meta = {**info.as_metadata(), "source": str(hf_dir.resolve()), "tp": tp,
                 "dtype": _dtype_name(torch_dtype), "format": WORKSPACE_FORMAT}
+        if scheme is not None:
+            meta["quantization"] = scheme.as_metadata()
         (tmp / "codellama.json").write_text(json.dumps(meta, indent=2) + "\n")
         check_workspace(tmp)
         if dst.exists():
@@ -80,9 +92,11 @@ def check_workspace(workspace: Path) -> ModelInfo:
     if not isinstance(tp, int) or tp < 1 or not rank_dir(workspace, tp - 1).is_dir() \
             or rank_dir(workspace, tp).exists():
         raise ValueError(f"{workspace}: codellama.json's tp ({tp}) does not match its rank-N folders")
+    found = read_quantization(workspace)
     for rank in range(tp):
         with ExitStack() as stack:
-            fused_tensors(LlamaModel(cfg, torch.float32, "meta", TensorParallel(rank, tp)), workspace, stack)
+            model = LlamaModel(cfg, torch.float32, "meta", TensorParallel(rank, tp), found and found[0])
+            fused_tensors(model, workspace, stack)
     return info
 
 
@@ -121,7 +135,21 @@ def _check_destination(dst: Path, force: bool) -> None:
         raise ValueError(f"{dst} exists and is not a workspace; refusing to replace it even with --force")
 
 
-def _write_weights(models: list[LlamaModel], hf_dir: Path, out: Path, progress: bool) -> None:
+def _weights_source(hf_dir: Path, cfg: ModelConfig, scheme: QuantScheme | None, quant: str | None,
+                    calib: str | Path | None, progress: bool):
+    """(scheme, a function giving a rank's assembled parameters): the checkpoint's own, or those
+    of the model quantized here."""
+    if not quant:
+        return scheme, lambda model, buffer_for: assemble_hf(model, hf_dir, buffer_for)
+    from .quant.quantize import quantize_checkpoint
+
+    quantized = quantize_checkpoint(hf_dir, cfg, quant, calib, progress)
+    source = f"{hf_dir} quantized ({quantized.scheme.name})"
+    return quantized.scheme, lambda model, buffer_for: assemble(model, quantized.dense, buffer_for, source,
+                                                                quantized.weight_source())
+
+
+def _write_weights(models: list[LlamaModel], tensors_for, out: Path, progress: bool) -> None:
     total = sum(p.nbytes for m in models for p in m.parameters())  # a tied lm_head counts once
     with tqdm(total=total, unit="B", unit_scale=True, desc="converting",
               disable=not progress) as bar:
@@ -137,7 +165,7 @@ def _write_weights(models: list[LlamaModel], hf_dir: Path, out: Path, progress: 
                     yield name, tensor
 
             bar.set_postfix_str(f"rank {model.tp.rank + 1}/{model.tp.size}")
-            write_fused_rank(counted(assemble_hf(model, hf_dir, fresh)), rank_dir(out, model.tp.rank), model.tp)
+            write_fused_rank(counted(tensors_for(model, fresh)), rank_dir(out, model.tp.rank), model.tp)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -16,6 +16,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks to split the weights for (default 1)")
     parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
                         help="weight dtype to store (default: the checkpoint's, else bfloat16)")
+    parser.add_argument("--quant", choices=["awq", "int8"],
+                        help="quantize the weights: awq (4-bit, groups of 128, activation-aware scales) or int8 "
+                             "(per output channel); AWQ and GPTQ checkpoints stay quantized without it")
+    parser.add_argument("--calib", metavar="FILE",
+                        help="--quant awq: text to calibrate on (default: Python's standard library source)")
     parser.add_argument("--force", action="store_true", help="replace an existing workspace at --dst")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -24,12 +29,15 @@ def run(args: argparse.Namespace) -> int:
     sources = args.args[1:] if args.args[0] == "codellama" and len(args.args) == 2 else args.args
     if len(sources) != 1:
         raise ValueError("expected [codellama] HF_DIR")
+    from ..quant import read_quantization
     from ..workspace import convert
 
     info = convert(sources[0], args.dst, model_name=args.model_name, capabilities=args.capabilities,
-                   tp=args.tp, dtype=args.dtype, force=args.force, progress=not args.no_progress)
+                   tp=args.tp, dtype=args.dtype, force=args.force, progress=not args.no_progress, quant=args.quant,
+                   calib=args.calib)
+    quantized = read_quantization(args.dst)
     print(f"wrote {args.dst}: {info.name} ({info.variant}, {info.size}), abilities {', '.join(info.capabilities)}, "
-          f"tp {args.tp}")
+          f"tp {args.tp}" + (f", weights {quantized[0].name}" if quantized else ""))
     if info.variant == "unknown" and not args.capabilities:
         print("note: without --model-name the variant is unknown, so only completion is enabled; "
               "convert again with --model-name or --capabilities", file=sys.stderr)

@@ -31,6 +31,10 @@ class UnpackedWeight:
         g = self.g_idx
         return ((self.q.float() - self.zeros[g].float()) * self.scales[g].float()).t()
 
+    def to(self, device: torch.device | str) -> "UnpackedWeight":
+        return replace(self, q=self.q.to(device), zeros=self.zeros.to(device), scales=self.scales.to(device),
+                       g_idx=self.g_idx.to(device))
+
     def columns(self, start: int, stop: int) -> "UnpackedWeight":
         """Outputs start:stop (a column-parallel shard)."""
         return replace(self, q=self.q[:, start:stop], zeros=self.zeros[:, start:stop],
