@@ -149,3 +149,4 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, shards: int) -> None:
         save_file({n: tensors[n] for n in part}, str(path / file))
         weight_map |= dict.fromkeys(part, file)
     (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+

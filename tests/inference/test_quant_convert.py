@@ -13,8 +13,8 @@ from inference.model import LlamaModel, TensorParallel
 from inference.quant import QuantScheme, read_quantization
 from inference.weights import load_weights
 from kernels.quantized_weights import dequantize_ref
+from tests.inference.model_steps import prefill_logits
 from tests.inference.quant_checkpoints import Variant, write_quantized
-from tests.inference.test_quant_loading import prefill_logits
 from tests.models import tiny_llama
 
 PROMPT = [1, 461, 293, 400, 28, 299, 18, 265, 170, 317, 484, 48, 7, 99]

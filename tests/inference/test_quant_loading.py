@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from inference.attention import AttentionMetadata
 from inference.config import ModelConfig
 from inference.model import LlamaModel, TensorParallel
 from inference.quant import read_quantization
 from inference.weights import load_weights
 from kernels.quantized_weights import dequantize_ref
+from tests.inference.model_steps import prefill_logits
 from tests.inference.quant_checkpoints import Variant, write_quantized
 from tests.models import tiny_llama
 
@@ -68,16 +68,6 @@ def test_loaded_weights_dequantize_to_the_quantized_values_exactly(checkpoint):
     for layer in range(2):
         for fused in FUSED:
             assert torch.equal(loaded(model, layer, fused), expected(dequantized, layer, fused)), (layer, fused)
-
-
-def prefill_logits(model: LlamaModel, prompt: list[int]) -> torch.Tensor:
-    cfg, t, page = model.cfg, len(prompt), 16
-    blocks = -(-t // page)
-    kv = torch.zeros(cfg.num_layers, 2, blocks, page, cfg.num_kv_heads, cfg.head_dim)
-    meta = AttentionMetadata(torch.tensor([0, t], dtype=torch.int32), torch.tensor([t], dtype=torch.int32),
-                             torch.arange(blocks, dtype=torch.int32)[None], torch.arange(t), t, t)
-    with torch.no_grad():
-        return model.compute_logits(model(torch.tensor(prompt), torch.arange(t), kv, meta))
 
 
 def test_logits_match_transformers_on_the_dequantized_weights(checkpoint, hf):

@@ -1,0 +1,104 @@
+"""Quantized-weight GEMV / GEMM and the int8 KV cache on the GPU, at bf16 and CodeLlama-7B / 34B
+sizes, against the torch references; and both weight kernels replayed from a CUDA graph."""
+
+import pytest
+import torch
+
+from kernels.kv_int8 import quantize_kv_ref
+from kernels.paged_attention import paged_attention_ref
+from kernels.paged_decode_attention import paged_decode_attention
+from kernels.paged_prefill_attention import paged_prefill_attention
+from kernels.quant_gemm import quant_gemm
+from kernels.quant_gemv import quant_gemv
+from kernels.quantized_weights import quant_linear_ref
+from kernels.rotary import rotary_cos_sin, rotary_write_kv, rotary_write_kv_ref
+from tests.kernels.paged_cases import int8_kv, make_case
+from tests.kernels.quant_cases import make_quant_case
+from tests.kernels.test_kernels_gpu import rel_err
+
+pytestmark = pytest.mark.gpu
+
+# (K, N) of CodeLlama-7B's projections: qkv, o, gate_up, down
+SHAPES_7B = [(4096, 12288), (4096, 4096), (4096, 22016), (11008, 4096)]
+SCHEMES = [(4, 128, False), (8, 11008, False), (4, 128, True)]  # w4 g128, int8 per channel (down), act-order
+
+
+def case_for(k, n, bits, group, act_order):
+    return make_quant_case(k, n, min(group, k), bits, act_order=act_order, device="cuda")
+
+
+@pytest.mark.parametrize("k,n", SHAPES_7B, ids=["qkv", "o", "gate_up", "down"])
+@pytest.mark.parametrize("bits,group,act_order", SCHEMES, ids=["w4g128", "w8", "w4g128-act"])
+def test_gemv_at_7b_sizes(k, n, bits, group, act_order):
+    case = case_for(k, n, bits, group, act_order)
+    for m in (1, 8, 16):
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        assert rel_err(quant_gemv(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, m
+
+
+@pytest.mark.parametrize("k,n", SHAPES_7B, ids=["qkv", "o", "gate_up", "down"])
+@pytest.mark.parametrize("bits,group,act_order", SCHEMES, ids=["w4g128", "w8", "w4g128-act"])
+def test_gemm_at_7b_sizes(k, n, bits, group, act_order):
+    case = case_for(k, n, bits, group, act_order)
+    for m in (17, 300, 2048):
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        assert rel_err(quant_gemm(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, m
+
+
+@pytest.mark.parametrize("kernel,m", [(quant_gemv, 1), (quant_gemv, 16), (quant_gemm, 64)])
+def test_weight_kernels_replay_from_a_cuda_graph(kernel, m):
+    case = case_for(4096, 4096, 4, 128, False)
+    x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+    kernel(x, *case.args)  # compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = kernel(x, *case.args)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert rel_err(out, quant_linear_ref(x, *case.args)) < 1e-2
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(32, 32), (64, 8)], ids=["7b", "34b"])
+def test_attention_over_an_int8_cache_bf16(heads, kv_heads):
+    context = [1, 17, 511, 2047, 4100, 8000]
+    case = int8_kv(make_case([1] * len(context), context, heads=heads, kv_heads=kv_heads, dim=128,
+                             dtype=torch.bfloat16, device="cuda"))
+    want = paged_attention_ref(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                               case.block_tables, case.scale, case.k_scales, case.v_scales)
+    for splits in (1, 8):
+        got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
+                                     case.scale, splits, k_scales=case.k_scales, v_scales=case.v_scales)
+        assert rel_err(got, want) < 1e-2, splits
+    query_lens, context = [1000, 300, 1, 16], [1000, 812, 40, 2064]
+    case = int8_kv(make_case(query_lens, context, heads=heads, kv_heads=kv_heads, dim=128, dtype=torch.bfloat16,
+                             device="cuda"))
+    want = paged_attention_ref(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                               case.block_tables, case.scale, case.k_scales, case.v_scales)
+    got = paged_prefill_attention(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                                  case.block_tables, case.scale, case.max_query_len, k_scales=case.k_scales,
+                                  v_scales=case.v_scales)
+    assert rel_err(got, want) < 1e-2
+
+
+def test_rotary_writes_an_int8_cache_bf16():
+    t, hidden = 300, 4096
+    qkv = torch.randn(t, 3 * hidden, device="cuda", dtype=torch.bfloat16)
+    q, k, v = (p.view(t, 32, 128) for p in qkv.split(hidden, -1))
+    positions = torch.randint(0, 16384, (t,), device="cuda")
+    cos_sin = rotary_cos_sin(128, 16384, 1e6, device="cuda")
+    slots = torch.randperm(4 * t, device="cuda")[:t]
+    slots[::7] = -1
+    caches = [torch.zeros(4 * t // 16, 16, 32, 128, device="cuda", dtype=torch.int8) for _ in range(4)]
+    scales = [torch.zeros(4 * t // 16, 16, 32, device="cuda") for _ in range(4)]
+    want_q = q.clone()
+    rotary_write_kv_ref(want_q, k, v, positions, cos_sin, caches[0], caches[1], slots, scales[0], scales[1])
+    rotary_write_kv(q, k, v, positions, cos_sin, caches[2], caches[3], slots, scales[2], scales[3])
+    assert rel_err(q, want_q) < 1e-2
+    for want, got in zip(caches[:2], caches[2:]):  # rounding may differ by one step (fused multiply-add)
+        assert (want.int() - got.int()).abs().max() <= 1
+    for want, got in zip(scales[:2], scales[2:]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+    codes, _ = quantize_kv_ref(v[slots >= 0])
+    assert (codes.int() - caches[3].view(-1, 32, 128)[slots[slots >= 0]].int()).abs().max() <= 1
