@@ -28,6 +28,7 @@ def _quant_gemm_kernel(
     M, N, K, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, IEEE: tl.constexpr,
+    UNPACK_BY_LOADS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -49,7 +50,7 @@ def _quant_gemm_kernel(
             offs_k = tl.load(perm_ptr + offs_k)
         x = tl.load(x_ptr + rows + offs_k[None, :], mask=m_mask[:, None], other=0.0)
         w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
-                            BLOCK_N).to(x.dtype)
+                            BLOCK_N, UNPACK_BY_LOADS).to(x.dtype)
         if IEEE:
             acc += tl.dot(x, w, input_precision="ieee")
         else:
@@ -60,7 +61,8 @@ def _quant_gemm_kernel(
 
 def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, block_m: int | None = None, block_n: int = 128,
-               block_k: int = 64, num_warps: int | None = None, num_stages: int = 3) -> torch.Tensor:
+               block_k: int = 64, num_warps: int | None = None, num_stages: int = 3,
+               unpack_by_loads: bool = False) -> torch.Tensor:
     """x: [M, K] -> [M, N] in x's dtype; the result of quant_linear_ref."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     block_m = block_m or (128 if m > 64 else 64 if m > 16 else 16)
@@ -72,6 +74,6 @@ def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     _quant_gemm_kernel[grid](
         x, qweight, scales, zeros, perm if perm is not None else qweight, out, m, n, x.shape[1], x.stride(0),
         out.stride(0), BITS=bits, GROUP=group, HAS_PERM=perm is not None, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_K=block_k, GROUP_M=8, IEEE=x.dtype == torch.float32,
+        BLOCK_K=block_k, GROUP_M=8, IEEE=x.dtype == torch.float32, UNPACK_BY_LOADS=unpack_by_loads,
         num_warps=num_warps or (8 if block_m == 128 else 4), num_stages=num_stages)
     return out

@@ -32,6 +32,7 @@ def _quant_gemv_kernel(
     M, N, K, k_per_split, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr,
+    UNPACK_BY_LOADS: tl.constexpr,
 ):
     split = tl.program_id(1)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -48,7 +49,7 @@ def _quant_gemv_kernel(
                 offs_k = tl.load(perm_ptr + offs_k)
             x = tl.load(x_ptr + offs_k).to(tl.float32)
             w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
-                                BLOCK_N)
+                                BLOCK_N, UNPACK_BY_LOADS)
             acc_k += w * x[:, None]
         acc = tl.sum(acc_k, axis=0)[None, :]
     else:
@@ -59,7 +60,7 @@ def _quant_gemv_kernel(
                 offs_k = tl.load(perm_ptr + offs_k)
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None], other=0.0)
             w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
-                                BLOCK_N).to(x.dtype)
+                                BLOCK_N, UNPACK_BY_LOADS).to(x.dtype)
             if IEEE:
                 acc += tl.dot(x, w, input_precision="ieee")
             else:
@@ -94,9 +95,10 @@ def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int) -> int
 
 def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, split_k: int | None = None, block_n: int | None = None,
-               block_k: int | None = None, num_warps: int = 4) -> torch.Tensor:
+               block_k: int | None = None, num_warps: int = 4, unpack_by_loads: bool = False) -> torch.Tensor:
     """x: [M, K] with M <= 16 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
-    sizes and the split count may be given (benchmarks), else they are chosen here."""
+    sizes, split count and unpacking (see dequantize_tile) may be given (benchmarks), else they
+    are chosen here."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     k = x.shape[1]
@@ -114,7 +116,7 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
         x, qweight, scales, zeros, perm if perm is not None else qweight, target,
         m, n, k, k_per_split, x.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
-        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, num_warps=num_warps)
+        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, UNPACK_BY_LOADS=unpack_by_loads, num_warps=num_warps)
     if split_k > 1:
         block = 1024
         _sum_splits_kernel[(triton.cdiv(m * n, block),)](target, out, m * n, SPLITS=split_k, BLOCK=block,

@@ -106,15 +106,25 @@ def k_tile(group: int, largest: int = 128) -> int:
 
 @triton.jit
 def dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
-                    BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+                    BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+                    UNPACK_BY_LOADS: tl.constexpr):
     """The float32 weights W'[k0 : k0 + BLOCK_K, offs_n] (transposed: [BLOCK_K, BLOCK_N]);
-    k0 is a multiple of BLOCK_K, and BLOCK_K divides GROUP."""
+    k0 is a multiple of BLOCK_K, and BLOCK_K divides GROUP. The words are unpacked either by
+    reading each word once and reshaping its fields into rows, or (UNPACK_BY_LOADS) by every row
+    reading its word again, from L1, and shifting by its own offset."""
     PER_WORD: tl.constexpr = 32 // BITS
-    rows = k0 // PER_WORD + tl.arange(0, BLOCK_K // PER_WORD)
-    words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=n_mask[None, :], other=0)
-    shifts = tl.arange(0, PER_WORD) * BITS
-    q = (words[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1)
-    q = tl.reshape(q, (BLOCK_K, BLOCK_N))  # row r * PER_WORD + j is input k0 + r * PER_WORD + j
+    if UNPACK_BY_LOADS:
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        words = tl.load(qweight_ptr + (offs_k // PER_WORD)[:, None].to(tl.int64) * N + offs_n[None, :],
+                        mask=n_mask[None, :], other=0)
+        q = (words >> ((offs_k % PER_WORD) * BITS)[:, None]) & ((1 << BITS) - 1)
+    else:
+        rows = k0 // PER_WORD + tl.arange(0, BLOCK_K // PER_WORD)
+        words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=n_mask[None, :],
+                        other=0)
+        shifts = tl.arange(0, PER_WORD) * BITS
+        q = (words[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1)
+        q = tl.reshape(q, (BLOCK_K, BLOCK_N))  # row r * PER_WORD + j is input k0 + r * PER_WORD + j
     f = (q | 0x4B000000).to(tl.float32, bitcast=True)  # 2^23 + q, exactly
     group = k0 // GROUP
     scale = tl.load(scales_ptr + group * N + offs_n, mask=n_mask, other=0.0).to(tl.float32)

@@ -40,14 +40,14 @@ def rand_x(m, k, dtype, seed=1):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("bits,group,act_order", [(4, 32, False), (4, 64, True), (8, 128, False), (8, 16, True)],
                          ids=["w4g32", "w4g64-act", "w8-per-channel", "w8g16-act"])
-@pytest.mark.parametrize("m", [1, 3, 16])
+@pytest.mark.parametrize("m", [1, 5])
 def test_gemv_matches_reference(dtype, bits, group, act_order, m):
     k, n = 128, 72  # n: a partial column block
     case = make_quant_case(k, n, group, bits, act_order=act_order, device=DEVICE)
     x = rand_x(m, k, dtype)
     want = quant_linear_ref(x, *case.args)
-    for split_k in (1, 3):
-        got = quant_gemv(x, *case.args, split_k=split_k, block_n=32, block_k=32)
+    for split_k, by_loads in ((1, False), (3, False), (3, True)):
+        got = quant_gemv(x, *case.args, split_k=split_k, block_n=32, block_k=32, unpack_by_loads=by_loads)
         torch.testing.assert_close(got.float(), want.float(), **TOL[dtype])
 
 
@@ -58,8 +58,9 @@ def test_gemm_matches_reference(dtype, bits, group, act_order):
     k, n, m = 128, 80, 37  # partial row and column tiles
     case = make_quant_case(k, n, group, bits, act_order=act_order, device=DEVICE)
     x = rand_x(m, k, dtype)
-    got = quant_gemm(x, *case.args, block_m=16, block_n=32, block_k=32)
-    torch.testing.assert_close(got.float(), quant_linear_ref(x, *case.args).float(), **TOL[dtype])
+    for by_loads in (False, True):
+        got = quant_gemm(x, *case.args, block_m=16, block_n=32, block_k=32, unpack_by_loads=by_loads)
+        torch.testing.assert_close(got.float(), quant_linear_ref(x, *case.args).float(), **TOL[dtype])
 
 
 def test_gemv_reads_rows_through_their_stride():
