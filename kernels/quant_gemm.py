@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .quantized_weights import check_layout, dequantize_tile, k_tile
+from .quantized_weights import check_layout, dot_tile, k_tile
 
 
 @triton.jit
@@ -42,19 +42,11 @@ def _quant_gemm_kernel(
     m_mask = offs_m < M
     offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
-    rows = offs_m[:, None].to(tl.int64) * stride_xm
+    rows = offs_m.to(tl.int64) * stride_xm
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        if HAS_PERM:
-            offs_k = tl.load(perm_ptr + offs_k)
-        x = tl.load(x_ptr + rows + offs_k[None, :], mask=m_mask[:, None], other=0.0)
-        w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
-                            BLOCK_N, UNPACK_BY_LOADS).to(x.dtype)
-        if IEEE:
-            acc += tl.dot(x, w, input_precision="ieee")
-        else:
-            acc += tl.dot(x, w)
+        acc = dot_tile(acc, x_ptr, rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
+                       BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE, UNPACK_BY_LOADS)
     tl.store(out_ptr + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=m_mask[:, None] & n_mask[None, :])
 

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .quantized_weights import check_layout, dequantize_tile, k_tile
+from .quantized_weights import check_layout, dequantize_tile, dot_tile, k_tile
 
 MAX_ROWS = 16
 
@@ -55,16 +55,8 @@ def _quant_gemv_kernel(
     else:
         acc = tl.zeros([ROWS, BLOCK_N], tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            if HAS_PERM:
-                offs_k = tl.load(perm_ptr + offs_k)
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None], other=0.0)
-            w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
-                                BLOCK_N, UNPACK_BY_LOADS).to(x.dtype)
-            if IEEE:
-                acc += tl.dot(x, w, input_precision="ieee")
-            else:
-                acc += tl.dot(x, w)
+            acc = dot_tile(acc, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0,
+                           offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE, UNPACK_BY_LOADS)
     mask = m_mask[:, None] & n_mask[None, :]
     if PARTIAL:
         tl.store(out_ptr + (split * M + offs_m[:, None]) * N + offs_n[None, :], acc, mask=mask)

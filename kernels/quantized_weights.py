@@ -130,3 +130,22 @@ def dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
     scale = tl.load(scales_ptr + group * N + offs_n, mask=n_mask, other=0.0).to(tl.float32)
     zero = tl.load(zeros_ptr + group * N + offs_n, mask=n_mask, other=0.0).to(tl.float32) + 8388608.0
     return (f - zero[None, :]) * scale[None, :]
+
+
+@triton.jit
+def dot_tile(acc, x_ptr, x_rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
+             BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+             HAS_PERM: tl.constexpr, IEEE: tl.constexpr, UNPACK_BY_LOADS: tl.constexpr):
+    """acc + x[rows, inputs k0 .. k0 + BLOCK_K] @ W'[k0 : k0 + BLOCK_K, offs_n] on the tensor cores;
+    x_rows: the rows' offsets into x, the inputs taken through perm when HAS_PERM."""
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    if HAS_PERM:
+        offs_k = tl.load(perm_ptr + offs_k)
+    x = tl.load(x_ptr + x_rows[:, None] + offs_k[None, :], mask=m_mask[:, None], other=0.0)
+    w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N,
+                        UNPACK_BY_LOADS).to(x.dtype)
+    if IEEE:
+        acc += tl.dot(x, w, input_precision="ieee")
+    else:
+        acc += tl.dot(x, w)
+    return acc

@@ -1,11 +1,9 @@
 """Quantized checkpoints this server cannot run are refused with an error that says why."""
 
 import json
-import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from inference.config import ModelConfig
 from inference.model import LlamaModel
@@ -13,6 +11,7 @@ from inference.quant import QuantScheme, read_quantization
 from inference.quant.scheme import parse_quantization_config
 from inference.weights import load_weights
 from tests.inference.quant_checkpoints import Variant, write_quantized
+from tests.inference.test_weights import broken_copy
 from tests.models import tiny_llama
 
 
@@ -45,46 +44,51 @@ def load_into(path, scheme) -> None:
     load_weights(LlamaModel(ModelConfig.from_dir(path), torch.float32, "cpu", quant=scheme), path)
 
 
-def edited(src, dst, edit):
-    shutil.copytree(src, dst)
-    tensors = load_file(dst / "model.safetensors")
-    edit(tensors)
-    save_file(tensors, dst / "model.safetensors")
-    return dst
+def drop(module: str):
+    def edit(tensors):
+        for part in ("qweight", "qzeros", "scales", "g_idx"):
+            del tensors[f"model.layers.0.{module}.{part}"]
+    return edit
 
 
-def test_broken_quantized_checkpoints(hf, tmp_path):
-    path = tmp_path / "gptq"
+def shuffle_k_order(tensors):  # k_proj quantized in another input order than q_proj and v_proj
+    tensors["model.layers.0.self_attn.k_proj.g_idx"] = tensors["model.layers.0.self_attn.k_proj.g_idx"].flip(0)
+
+
+def dense_up(tensors):
+    drop("mlp.up_proj")(tensors)
+    tensors["model.layers.0.mlp.up_proj.weight"] = torch.zeros(256, 128)
+
+
+def narrow_scales(tensors):
+    name = "model.layers.0.self_attn.o_proj.scales"
+    tensors[name] = tensors[name][:, :64].contiguous()
+
+
+@pytest.fixture(scope="module")
+def gptq(hf, tmp_path_factory):
+    path = tmp_path_factory.mktemp("gptq")
     write_quantized(hf[1], path, Variant("gptq", 64, v2=True, act_order=True))
-    scheme, _ = read_quantization(path)
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (shuffle_k_order, "_proj: its act-order permutation .* differs .*into layers.0.qkv_proj"),
+    (dense_up, "up_proj.weight is not quantized"),
+    (drop("mlp.down_proj"), "missing quantized tensors for layers.0.down_proj"),
+    (narrow_scales, r"o_proj.scales has shape \(2, 64\), expected \(2, 128\)"),
+], ids=["perm", "mixed", "missing", "shape"])
+def test_broken_quantized_checkpoints(gptq, tmp_path, edit, message):
+    with pytest.raises(ValueError, match=message):
+        load_into(broken_copy(gptq, tmp_path / "broken", edit), read_quantization(gptq)[0])
+
+
+def test_scheme_must_match_the_model(hf, gptq):
     with pytest.raises(ValueError, match="holds gptq-w4g64-act-order weights, but the model was built for "
                                          "unquantized weights"):
-        load_into(path, None)
+        load_into(gptq, None)
     with pytest.raises(ValueError, match="holds unquantized weights, but the model was built for awq-w4g128"):
         load_into(hf[0], QuantScheme("awq", 4, 128))
-
-    def shuffle_k(t):  # k_proj quantized in another input order than q_proj and v_proj
-        t["model.layers.0.self_attn.k_proj.g_idx"] = t["model.layers.0.self_attn.k_proj.g_idx"].flip(0)
-    with pytest.raises(ValueError, match="_proj: its act-order permutation .* differs .*into layers.0.qkv_proj"):
-        load_into(edited(path, tmp_path / "perm", shuffle_k), scheme)
-
-    def dense_up(t):
-        for part in ("qweight", "qzeros", "scales", "g_idx"):
-            del t[f"model.layers.0.mlp.up_proj.{part}"]
-        t["model.layers.0.mlp.up_proj.weight"] = torch.zeros(256, 128)
-    with pytest.raises(ValueError, match="up_proj.weight is not quantized"):
-        load_into(edited(path, tmp_path / "mixed", dense_up), scheme)
-
-    def drop_down(t):
-        for part in ("qweight", "qzeros", "scales", "g_idx"):
-            del t[f"model.layers.0.mlp.down_proj.{part}"]
-    with pytest.raises(ValueError, match="missing quantized tensors for layers.0.down_proj"):
-        load_into(edited(path, tmp_path / "missing", drop_down), scheme)
-
-    def narrow_scales(t):
-        t["model.layers.0.self_attn.o_proj.scales"] = t["model.layers.0.self_attn.o_proj.scales"][:, :64].contiguous()
-    with pytest.raises(ValueError, match=r"o_proj.scales has shape \(2, 64\), expected \(2, 128\)"):
-        load_into(edited(path, tmp_path / "narrow", narrow_scales), scheme)
 
 
 def test_group_size_must_divide_each_layer(hf, tmp_path):

@@ -45,6 +45,16 @@ def test_prefill_attention_bf16(heads, kv_heads):
     assert rel_err(got, want) < 1e-2
 
 
+def rotary_inputs(t: int):
+    """A 7B layer's q, k, v (views into one fused projection), positions, cos/sin table and slots
+    (every seventh token padding) for t tokens."""
+    qkv = torch.randn(t, 3 * 4096, device="cuda", dtype=torch.bfloat16)
+    q, k, v = (p.view(t, 32, 128) for p in qkv.split(4096, -1))
+    slots = torch.randperm(4 * t, device="cuda")[:t]
+    slots[::7] = -1
+    return q, k, v, torch.randint(0, 16384, (t,), device="cuda"), rotary_cos_sin(128, 16384, 1e6, device="cuda"), slots
+
+
 def test_elementwise_kernels_bf16():
     t, hidden, inter = 300, 4096, 11008
     x = torch.randn(t, hidden, device="cuda", dtype=torch.bfloat16)
@@ -57,12 +67,7 @@ def test_elementwise_kernels_bf16():
     gate_up = torch.randn(t, 2 * inter, device="cuda", dtype=torch.bfloat16)
     assert rel_err(silu_and_mul(gate_up), silu_and_mul_ref(gate_up)) < 1e-2
 
-    qkv = torch.randn(t, 3 * hidden, device="cuda", dtype=torch.bfloat16)
-    q, k, v = (p.view(t, 32, 128) for p in qkv.split(hidden, -1))
-    positions = torch.randint(0, 16384, (t,), device="cuda")
-    cos_sin = rotary_cos_sin(128, 16384, 1e6, device="cuda")
-    slots = torch.randperm(4 * t, device="cuda")[:t]
-    slots[::7] = -1
+    q, k, v, positions, cos_sin, slots = rotary_inputs(t)
     caches = [torch.zeros(4 * t // 16, 16, 32, 128, device="cuda", dtype=torch.bfloat16) for _ in range(4)]
     want_q = q.clone()
     rotary_write_kv_ref(want_q, k, v, positions, cos_sin, caches[0], caches[1], slots)

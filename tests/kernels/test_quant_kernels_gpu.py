@@ -11,10 +11,10 @@ from kernels.paged_prefill_attention import paged_prefill_attention
 from kernels.quant_gemm import quant_gemm
 from kernels.quant_gemv import quant_gemv
 from kernels.quantized_weights import quant_linear_ref
-from kernels.rotary import rotary_cos_sin, rotary_write_kv, rotary_write_kv_ref
+from kernels.rotary import rotary_write_kv, rotary_write_kv_ref
 from tests.kernels.paged_cases import int8_kv, make_case
 from tests.kernels.quant_cases import make_quant_case
-from tests.kernels.test_kernels_gpu import rel_err
+from tests.kernels.test_kernels_gpu import rel_err, rotary_inputs
 
 pytestmark = pytest.mark.gpu
 
@@ -29,20 +29,12 @@ def case_for(k, n, bits, group, act_order):
 
 @pytest.mark.parametrize("k,n", SHAPES_7B, ids=["qkv", "o", "gate_up", "down"])
 @pytest.mark.parametrize("bits,group,act_order", SCHEMES, ids=["w4g128", "w8", "w4g128-act"])
-def test_gemv_at_7b_sizes(k, n, bits, group, act_order):
+def test_gemv_and_gemm_at_7b_sizes(k, n, bits, group, act_order):
     case = case_for(k, n, bits, group, act_order)
-    for m in (1, 8, 16):
+    for kernel, m in [(quant_gemv, 1), (quant_gemv, 8), (quant_gemv, 16), (quant_gemm, 17), (quant_gemm, 300),
+                      (quant_gemm, 2048)]:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        assert rel_err(quant_gemv(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, m
-
-
-@pytest.mark.parametrize("k,n", SHAPES_7B, ids=["qkv", "o", "gate_up", "down"])
-@pytest.mark.parametrize("bits,group,act_order", SCHEMES, ids=["w4g128", "w8", "w4g128-act"])
-def test_gemm_at_7b_sizes(k, n, bits, group, act_order):
-    case = case_for(k, n, bits, group, act_order)
-    for m in (17, 300, 2048):
-        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        assert rel_err(quant_gemm(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, m
+        assert rel_err(kernel(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, (kernel.__name__, m)
 
 
 @pytest.mark.parametrize("kernel,m", [(quant_gemv, 1), (quant_gemv, 16), (quant_gemm, 64)])
@@ -83,15 +75,9 @@ def test_attention_over_an_int8_cache_bf16(heads, kv_heads):
 
 
 def test_rotary_writes_an_int8_cache_bf16():
-    t, hidden = 300, 4096
-    qkv = torch.randn(t, 3 * hidden, device="cuda", dtype=torch.bfloat16)
-    q, k, v = (p.view(t, 32, 128) for p in qkv.split(hidden, -1))
-    positions = torch.randint(0, 16384, (t,), device="cuda")
-    cos_sin = rotary_cos_sin(128, 16384, 1e6, device="cuda")
-    slots = torch.randperm(4 * t, device="cuda")[:t]
-    slots[::7] = -1
-    caches = [torch.zeros(4 * t // 16, 16, 32, 128, device="cuda", dtype=torch.int8) for _ in range(4)]
-    scales = [torch.zeros(4 * t // 16, 16, 32, device="cuda") for _ in range(4)]
+    q, k, v, positions, cos_sin, slots = rotary_inputs(300)
+    caches = [torch.zeros(75, 16, 32, 128, device="cuda", dtype=torch.int8) for _ in range(4)]
+    scales = [torch.zeros(75, 16, 32, device="cuda") for _ in range(4)]
     want_q = q.clone()
     rotary_write_kv_ref(want_q, k, v, positions, cos_sin, caches[0], caches[1], slots, scales[0], scales[1])
     rotary_write_kv(q, k, v, positions, cos_sin, caches[2], caches[3], slots, scales[2], scales[3])
