@@ -1,4 +1,4 @@
-"""The attention metadata the runner builds for one step, and attention over the paged cache."""
+"""The attention metadata the runner builds for one step, the paged KV cache, and attention over it."""
 
 from __future__ import annotations
 
@@ -47,13 +47,31 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     return out
 
 
+def allocate_kv_cache(num_layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int,
+                      dtype: torch.dtype, kv_int8: bool, device: torch.device,
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The paged KV cache [layers, 2 (k, v), blocks, block_size, kv_heads, head_dim] in `dtype`, or
+    int8 with its scales [layers, 2, blocks, block_size, kv_heads] (float32, kernels/kv_int8.py)."""
+    shape = (num_layers, 2, num_blocks, block_size, kv_heads, head_dim)
+    if not kv_int8:
+        return torch.zeros(shape, dtype=dtype, device=device), None
+    return torch.zeros(shape, dtype=torch.int8, device=device), torch.zeros(shape[:-1], device=device)
+
+
+def kv_block_bytes(num_layers: int, block_size: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
+                   kv_int8: bool) -> int:
+    """Bytes of one block of the whole model's cache (an int8 row carries a 4-byte scale)."""
+    row = head_dim + 4 if kv_int8 else head_dim * dtype.itemsize
+    return 2 * num_layers * block_size * kv_heads * row
+
+
 def warm_up_attention(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype,
                       device: torch.device, kv_int8: bool = False) -> None:
     """Compile every variant of the attention kernels that a step can ask for (split counts,
     query tile sizes) now, rather than in the middle of serving."""
     longest = 130  # over 64: the largest query tile
-    cache = torch.zeros(1, block_size, num_kv_heads, head_dim, dtype=torch.int8 if kv_int8 else dtype, device=device)
-    scales = torch.zeros(1, block_size, num_kv_heads, device=device) if kv_int8 else None
+    caches, scales = allocate_kv_cache(1, 1, block_size, num_kv_heads, head_dim, dtype, kv_int8, device)
+    cache, scales = caches[0, 0], None if scales is None else scales[0, 0]
     tables = torch.zeros(1, -(-longest // block_size), dtype=torch.int32, device=device)  # all in block 0
     q = torch.zeros(longest, num_heads, head_dim, dtype=dtype, device=device)
     for splits in (2 ** i for i in range(kernels.MAX_SPLITS.bit_length())):

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported where it is used: the scheduler imports this module and stays plain Python
     import torch
 
+    from .quant import QuantScheme
+
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 
 
@@ -151,12 +153,17 @@ class EngineConfig:
     kv_cache_memory_fraction: float = 0.9  # GPU: fraction of free memory after weights
     kv_cache_gib: float = 1.0  # CPU pool size when num_kv_blocks is not given
     enforce_eager: bool = False  # GPU: no CUDA graphs
+    quantization: str | None = None  # awq / int8 (inference/quant): random weights of that scheme, or a
+    #                                  dense checkpoint rounded to int8 as it loads; None: the checkpoint's own
+    kv_cache_dtype: str = "auto"  # auto: the model's dtype; int8: one scale per token and head (kernels/kv_int8.py)
     model_config: ModelConfig = field(init=False, repr=False, compare=False)
+    weight_scheme: "QuantScheme | None" = field(init=False, repr=False, compare=False)  # the weights' quantization
 
     def __post_init__(self) -> None:
         import torch
 
         from .model_source import resolve_model_dir
+        from .quant import resolve_scheme
 
         self._check_limits()
         model_dir = resolve_model_dir(self.model)
@@ -171,6 +178,7 @@ class EngineConfig:
             "max_model_len": self.max_model_len or window,
             "max_num_batched_tokens": self.max_num_batched_tokens or max(4096, self.max_num_seqs),
             "capabilities": tuple(self.capabilities) if self.capabilities else None,
+            "weight_scheme": resolve_scheme(model_dir, self.quantization, self.load_format == "random"),
         }
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
@@ -194,6 +202,8 @@ class EngineConfig:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         if self.load_format not in ("auto", "random"):
             raise ValueError(f"unknown load_format {self.load_format!r}: use auto or random")
+        if self.kv_cache_dtype not in ("auto", "int8"):
+            raise ValueError(f"unknown kv_cache_dtype {self.kv_cache_dtype!r}: use auto or int8")
 
     @property
     def model_dir(self) -> Path:
@@ -210,6 +220,19 @@ class EngineConfig:
         import torch
 
         return torch.device(self.device)
+
+    @property
+    def kv_int8(self) -> bool:
+        return self.kv_cache_dtype == "int8"
+
+    @property
+    def weights_label(self) -> str:
+        """What the weights are stored as, for users: a quantization scheme (awq-w4g128) or the dtype."""
+        return self.weight_scheme.name if self.weight_scheme is not None else self.dtype
+
+    @property
+    def kv_cache_label(self) -> str:
+        return "int8" if self.kv_int8 else self.dtype
 
     @property
     def max_blocks_per_seq(self) -> int:

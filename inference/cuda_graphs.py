@@ -23,10 +23,10 @@ def batch_buckets(max_num_seqs: int) -> list[int]:
 
 
 class DecodeGraphs:
-    def __init__(self, model: LlamaModel, kv_cache: torch.Tensor, max_num_seqs: int, max_blocks_per_seq: int,
-                 max_model_len: int, num_sms: int):
+    def __init__(self, model: LlamaModel, kv_cache: torch.Tensor, kv_scales: torch.Tensor | None, max_num_seqs: int,
+                 max_blocks_per_seq: int, max_model_len: int, num_sms: int):
         device = kv_cache.device
-        self.model, self.kv_cache = model, kv_cache
+        self.model, self.kv_cache, self.kv_scales = model, kv_cache, kv_scales
         self.buckets = batch_buckets(max_num_seqs)
         n = self.buckets[-1]
         i32, i64 = dict(dtype=torch.int32, device=device), dict(dtype=torch.int64, device=device)
@@ -46,7 +46,7 @@ class DecodeGraphs:
         meta = AttentionMetadata(self.cu_seqlens[:bs + 1], self.context_lens[:bs], self.block_tables[:bs],
                                  self.slot_mapping[:bs], max_query_len=1, max_context_len=0,
                                  num_decodes=bs, decode_splits=self.splits[bs])
-        hidden = self.model(self.input_ids[:bs], self.positions[:bs], self.kv_cache, meta)
+        hidden = self.model(self.input_ids[:bs], self.positions[:bs], self.kv_cache, meta, self.kv_scales)
         self.logits[:bs] = self.model.compute_logits(hidden)
 
     @torch.inference_mode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import AttentionMetadata
+from .attention import AttentionMetadata, allocate_kv_cache
 from .config import EngineConfig
 from .model import LlamaModel
 
@@ -15,8 +15,8 @@ def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dt
     m = model.cfg
     tokens = config.max_num_batched_tokens
     scratch_blocks = -(-tokens // config.block_size)
-    scratch = torch.zeros(m.num_layers, 2, scratch_blocks, config.block_size, model.num_local_kv_heads,
-                          m.head_dim, dtype=dtype, device=device)
+    scratch, scratch_scales = allocate_kv_cache(m.num_layers, scratch_blocks, config.block_size,
+                                                model.num_local_kv_heads, m.head_dim, dtype, config.kv_int8, device)
     torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():
         meta = AttentionMetadata(
@@ -26,11 +26,13 @@ def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dt
             slot_mapping=torch.arange(tokens, dtype=torch.int64, device=device),
             max_query_len=tokens, max_context_len=tokens)
         hidden = model(torch.zeros(tokens, dtype=torch.int64, device=device),
-                       torch.arange(tokens, device=device) % m.max_position_embeddings, scratch, meta)
+                       torch.arange(tokens, device=device) % m.max_position_embeddings, scratch, meta,
+                       scratch_scales)
         model.compute_logits(hidden[-1:])
     torch.cuda.synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device) - scratch.numel() * scratch.element_size()
-    del scratch, hidden
+    scratch_bytes = sum(t.numel() * t.element_size() for t in (scratch, scratch_scales) if t is not None)
+    peak = torch.cuda.max_memory_allocated(device) - scratch_bytes
+    del scratch, scratch_scales, hidden
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
     others = total - free - torch.cuda.memory_reserved(device)

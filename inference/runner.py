@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 import kernels
 
-from .attention import AttentionMetadata, warm_up_attention
+from .attention import AttentionMetadata, allocate_kv_cache, kv_block_bytes, warm_up_attention
 from .config import EngineConfig
 from .cuda_graphs import DecodeGraphs
 from .memory import gpu_kv_cache_budget
@@ -82,7 +82,7 @@ class ModelRunner:
         self.device = device = device or config.torch_device
         self.dtype = dtype = config.torch_dtype
         self.sample_vocab_size = min(sample_vocab_size, self.model_config.vocab_size)
-        self.model = LlamaModel(self.model_config, dtype, device, tp)
+        self.model = LlamaModel(self.model_config, dtype, device, tp, config.weight_scheme)
         if config.load_format == "random":  # benchmarks: seeded random weights, no checkpoint read
             fill_random(self.model)
         else:
@@ -91,15 +91,16 @@ class ModelRunner:
         self.num_sms = torch.cuda.get_device_properties(device).multi_processor_count if cuda else 1
         self.num_blocks = self._pool_size()
         cfg, bs = self.model_config, config.block_size
-        self.kv_cache = torch.zeros(cfg.num_layers, 2, self.num_blocks, bs, self.model.num_local_kv_heads,
-                                    cfg.head_dim, dtype=dtype, device=device)
+        self.kv_cache, self.kv_scales = allocate_kv_cache(cfg.num_layers, self.num_blocks, bs,
+                                                          self.model.num_local_kv_heads, cfg.head_dim, dtype,
+                                                          config.kv_int8, device)
         if cuda:
             warm_up_attention(self.model.layers[0].num_heads, self.model.num_local_kv_heads, cfg.head_dim, bs,
-                              dtype, device)
+                              dtype, device, config.kv_int8)
         self.graphs = None  # tensor-parallel ranks capture their all-reduces too (see tensor_parallel.py)
         if cuda and not config.enforce_eager:
-            self.graphs = DecodeGraphs(self.model, self.kv_cache, config.max_num_seqs, config.max_blocks_per_seq,
-                                       config.max_model_len, self.num_sms)
+            self.graphs = DecodeGraphs(self.model, self.kv_cache, self.kv_scales, config.max_num_seqs,
+                                       config.max_blocks_per_seq, config.max_model_len, self.num_sms)
         # the tokens the last launched step samples, on the device, and each sequence's row there:
         # where the next step finds the tokens still PENDING on the host
         self._last_sampled: torch.Tensor | None = None
@@ -111,8 +112,8 @@ class ModelRunner:
     @property
     def block_bytes(self) -> int:
         cfg = self.model_config
-        return (2 * cfg.num_layers * self.config.block_size * self.model.num_local_kv_heads * cfg.head_dim
-                * torch.empty((), dtype=self.dtype).element_size())
+        return kv_block_bytes(cfg.num_layers, self.config.block_size, self.model.num_local_kv_heads, cfg.head_dim,
+                              self.dtype, self.config.kv_int8)
 
     def _pool_size(self) -> int:
         cfg = self.config
@@ -202,7 +203,7 @@ class ModelRunner:
                 and self.graphs.bucket(batch_size) is not None):
             return self.graphs.run(inputs.input_ids, inputs.positions, meta.slot_mapping, meta.context_lens,
                                    meta.block_tables)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_cache, meta)
+        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_cache, meta, self.kv_scales)
         return self.model.compute_logits(hidden[inputs.logit_rows])
 
     @torch.inference_mode()

@@ -94,6 +94,7 @@ class ServerState:
         # only a model that can infill advertises the pieces (a base 34B's tokenizer has them too)
         infill = InfillTokens(*(tok.infill_id(k) for k in ("prefix", "suffix", "middle", "eot"))) \
             if "infilling" in self.model_info.capabilities else None
-        return ModelCard(id=self.model_id, created=self.created, max_model_len=self.front.info.config.max_model_len,
+        config = self.front.info.config
+        return ModelCard(id=self.model_id, created=self.created, max_model_len=config.max_model_len,
                          vocab_size=tok.vocab_size, capabilities=list(self.model_info.capabilities),
-                         infill_token_ids=infill)
+                         infill_token_ids=infill, weights=config.weights_label, kv_cache_dtype=config.kv_cache_label)

@@ -37,13 +37,20 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs (debugging)")
     g.add_argument("--load-format", choices=["auto", "random"], default="auto",
                    help="random: seeded random weights of the model's shape, no checkpoint read (benchmarks)")
+    g.add_argument("--quant", choices=["awq", "int8"],
+                   help="int8: round a dense checkpoint's projections to int8 as they load; with --load-format "
+                        "random, random weights of that scheme (AWQ / GPTQ checkpoints and quantized workspaces "
+                        "are served quantized without it)")
+    g.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto",
+                   help="int8: the KV cache in int8 with a scale per token and head, about twice the tokens "
+                        "(default auto: the model's dtype)")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
     return dict(dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
                 max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
                 enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
-                load_format=args.load_format)
+                load_format=args.load_format, quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, max_tokens: int | None = 256) -> None:

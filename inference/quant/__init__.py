@@ -2,6 +2,7 @@
 published checkpoint layouts, the model's quantized projection, and quantizing a model ourselves."""
 
 from .linear import QuantizedLinear, linear
-from .scheme import QuantScheme, check_scheme, read_quantization
+from .scheme import OWN_SCHEMES, QuantScheme, check_scheme, read_quantization, resolve_scheme
 
-__all__ = ["QuantScheme", "QuantizedLinear", "check_scheme", "linear", "read_quantization"]
+__all__ = ["OWN_SCHEMES", "QuantScheme", "QuantizedLinear", "check_scheme", "linear", "read_quantization",
+           "resolve_scheme"]

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 
 from .formats import read_projection
+from .rtn import quantize_rtn
+from .scheme import DENSE
 from .unpacked import UnpackedWeight
 
 _PROJECTION = re.compile(r"^(model\.layers\.\d+\.(?:self_attn|mlp)\.(?:q|k|v|o|gate|up|down)_proj)\.(\w+)$")
@@ -23,12 +25,15 @@ WeightSource = Mapping[str, Callable[[tuple[int, int]], UnpackedWeight]]
 
 def split_checkpoint(tensors: Mapping[str, object], layout: str, bits: int, group_size: int,
                      source: str) -> tuple[dict[str, object], WeightSource]:
-    """Separate a quantized checkpoint's projection tensors, grouped by module, from the rest."""
+    """Separate a quantized checkpoint's projection tensors, grouped by module, from the rest; a
+    DENSE checkpoint's projection weights are rounded (symmetric, per output channel) as read."""
     rest: dict[str, object] = {}
     modules: dict[str, dict[str, object]] = {}
     for name, tensor in tensors.items():
         m = _PROJECTION.match(name)
-        if m and m.group(2) in _PARTS:
+        if m and layout == DENSE and m.group(2) == "weight":
+            modules[m.group(1)] = {"weight": tensor}
+        elif m and m.group(2) in _PARTS:
             modules.setdefault(m.group(1), {})[m.group(2)] = tensor
         elif m and m.group(2) == "weight":
             raise ValueError(f"{source}: {name} is not quantized, but the checkpoint says every projection is "
@@ -39,6 +44,8 @@ def split_checkpoint(tensors: Mapping[str, object], layout: str, bits: int, grou
     def reader(prefix: str, parts: dict[str, object]) -> Callable[[tuple[int, int]], UnpackedWeight]:
         def read(shape: tuple[int, int]) -> UnpackedWeight:
             loaded = {p: t if isinstance(t, torch.Tensor) else t[:] for p, t in parts.items()}
+            if layout == DENSE:
+                return quantize_rtn(loaded["weight"], bits, group_size, symmetric=True)
             if "bias" in loaded and loaded["bias"].any():
                 raise ValueError(f"{source}: {prefix}.bias is not zero; Llama projections have no bias")
             return read_projection(loaded, layout, bits, group_size, shape, f"{source}: {prefix}")

@@ -30,10 +30,9 @@ from .awq import apply_awq
 from .calibration import calibration_samples, default_calibration_text
 from .linear import linear
 from .rtn import quantize_rtn
-from .scheme import QuantScheme
+from .scheme import OWN_SCHEMES, QuantScheme
 from .unpacked import UnpackedWeight
 
-SCHEMES = {"awq": QuantScheme("awq", 4, 128), "int8": QuantScheme("int8", 8, -1)}
 
 
 @dataclass
@@ -53,8 +52,8 @@ def quantize_checkpoint(hf_dir: Path, cfg: ModelConfig, method: str, calib: str 
                         progress: bool = True) -> QuantizedCheckpoint:
     """Load a dense Hugging Face checkpoint (on the GPU when there is one: AWQ runs the model)
     and quantize it; `calib` is a text file for AWQ (default: Python's standard library)."""
-    if method not in SCHEMES:
-        raise ValueError(f"unknown --quant {method!r}: choose from {', '.join(SCHEMES)}")
+    if method not in OWN_SCHEMES:
+        raise ValueError(f"unknown --quant {method!r}: choose from {', '.join(OWN_SCHEMES)}")
     device = torch.device("cuda" if torch.cuda.is_available() and method == "awq" else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = LlamaModel(cfg, dtype, device)
@@ -71,7 +70,7 @@ def quantize_checkpoint(hf_dir: Path, cfg: ModelConfig, method: str, calib: str 
 def quantize_model(model: LlamaModel, method: str, samples: list[list[int]] | None = None,
                    progress: bool = True) -> QuantizedCheckpoint:
     """Quantize a dense single-rank model (its weights are changed on the way); AWQ needs samples."""
-    scheme = SCHEMES[method]
+    scheme = OWN_SCHEMES[method]
     hidden = _calibration_run(model, samples) if method == "awq" else None
     modules: dict[str, UnpackedWeight] = {}
     for i, layer in enumerate(tqdm(model.layers, desc=f"quantizing ({method})", unit="layer", disable=not progress)):

@@ -20,8 +20,9 @@ from pathlib import Path
 from kernels.quantized_weights import SUPPORTED_BITS
 
 METHODS = ("awq", "gptq", "int8")
-# how the tensors of a quantized checkpoint are laid out on disk
-AWQ_GEMM, GPTQ_V1, GPTQ_V2, WORKSPACE = "awq-gemm", "gptq-v1", "gptq-v2", "workspace"
+# how the tensors of a quantized checkpoint are laid out on disk; DENSE: unquantized weights that
+# the loader rounds itself (int8)
+AWQ_GEMM, GPTQ_V1, GPTQ_V2, WORKSPACE, DENSE = "awq-gemm", "gptq-v1", "gptq-v2", "workspace", "dense"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,31 @@ class QuantScheme:
         return cls(raw["method"], int(raw["bits"]), int(raw["group_size"]), bool(raw.get("act_order", False)))
 
 
+# the schemes this project quantizes into itself (`--quant`)
+OWN_SCHEMES = {"awq": QuantScheme("awq", 4, 128), "int8": QuantScheme("int8", 8, -1)}
+
+
+def resolve_scheme(model_dir: str | Path, requested: str | None, random_weights: bool) -> QuantScheme | None:
+    """The scheme an engine builds its model with: the checkpoint's own, or `requested` (awq,
+    int8) for random weights of that scheme; int8 may also be asked of dense weights, which are
+    then rounded while they load (awq needs calibration: `codellama convert --quant awq`)."""
+    if requested is not None and requested not in OWN_SCHEMES:
+        raise ValueError(f"unknown quantization {requested!r}: choose from {', '.join(OWN_SCHEMES)}")
+    if random_weights:
+        return OWN_SCHEMES[requested] if requested else None
+    found = read_quantization(model_dir)
+    if requested is None:
+        return found and found[0]
+    if found is not None:
+        if found[0].method != requested:
+            raise ValueError(f"{model_dir} holds {found[0].name} weights; they cannot be served as {requested}")
+        return found[0]
+    if requested == "awq":
+        raise ValueError(f"{model_dir} holds unquantized weights and AWQ needs calibration: make an AWQ "
+                         f"workspace with `codellama convert {model_dir} --quant awq` and serve that")
+    return OWN_SCHEMES[requested]
+
+
 def read_quantization(model_dir: str | Path) -> tuple[QuantScheme, str] | None:
     """(scheme, on-disk layout) of a model directory, or None for unquantized weights."""
     model_dir = Path(model_dir)
@@ -85,10 +111,13 @@ def read_quantization(model_dir: str | Path) -> tuple[QuantScheme, str] | None:
 
 
 def check_scheme(expected: QuantScheme | None, model_dir: str | Path) -> str | None:
-    """The on-disk layout of a directory's quantized weights (None: unquantized), after checking
-    that they are of the scheme the model was built for."""
+    """The on-disk layout of a directory's quantized weights (None: unquantized; DENSE:
+    unquantized, to be rounded to int8 as they load), after checking that they fit the scheme
+    the model was built for."""
     found = read_quantization(model_dir)
     scheme, layout = found if found else (None, None)
+    if scheme is None and expected == OWN_SCHEMES["int8"]:
+        return DENSE
     if scheme != expected:
         raise ValueError(f"{model_dir} holds {_label(scheme)}, but the model was built for {_label(expected)}")
     return layout

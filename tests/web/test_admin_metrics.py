@@ -99,7 +99,8 @@ def test_admin_shows_the_engine_numbers_and_configuration(client, page_model):
     assert page.status_code == 200 and 'hx-get="/admin/live" hx-trigger="every 1s"' in page.text
     engine = client.app.state.serving.front.engine
     for name, shown in (("max_num_seqs", engine.config.max_num_seqs), ("block_size", engine.config.block_size),
-                        ("kv blocks in the pool", 128), ("abilities", "completion, infilling, chat")):
+                        ("kv blocks in the pool", 128), ("abilities", "completion, infilling, chat"),
+                        ("weights", "float32"), ("kv cache", "float32"), ("kv_cache_dtype", "auto")):
         assert re.search(rf"<th scope=\"row\">{name}</th><td>{shown}</td>", page.text), name
     assert live_number(page.text, "blocks_used") == "0 / 128"
     before = client.get("/admin/live").text

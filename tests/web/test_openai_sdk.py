@@ -38,6 +38,7 @@ def test_models_lists_the_served_model_with_context_and_abilities(client, script
     card = models[0].model_dump()
     assert card["max_model_len"] == 512
     assert card["capabilities"] == ["completion", "infilling", "chat"]
+    assert card["weights"] == card["kv_cache_dtype"] == "float32"  # unquantized, on the CPU
     tok = script.tok
     assert card["infill_token_ids"] == {k: tok.infill_id(k) for k in ("prefix", "suffix", "middle", "eot")}
     assert client.models.retrieve(model_id).id == model_id

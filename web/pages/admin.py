@@ -61,10 +61,11 @@ def charts(history: History) -> list:
 def configuration(serving: ServerState) -> dict:
     engine, settings = serving.front.info, serving.settings
     info = serving.model_info
-    model_fields = ("model", "model_name", "capabilities", "model_config")  # shown under "model"
+    model_fields = ("model", "model_name", "capabilities", "model_config", "weight_scheme")  # shown under "model"
     return {
         "model": {"name": info.name, "variant": info.variant, "size": info.size,
-                  "abilities": ", ".join(info.capabilities), "directory": str(engine.model_dir)},
+                  "abilities": ", ".join(info.capabilities), "directory": str(engine.model_dir),
+                  "weights": engine.config.weights_label, "kv cache": engine.config.kv_cache_label},
         "engine": {**{f.name: getattr(engine.config, f.name) for f in dataclasses.fields(engine.config)
                       if f.name not in model_fields},
                    "kv blocks in the pool": engine.num_blocks},

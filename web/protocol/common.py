@@ -79,6 +79,8 @@ class ModelCard(msgspec.Struct, kw_only=True):
     vocab_size: int
     capabilities: list[str]  # of completion, infilling, chat, python
     infill_token_ids: InfillTokens | None
+    weights: str  # how the weights are stored: a quantization scheme (awq-w4g128, gptq-w4g128, int8) or a dtype
+    kv_cache_dtype: str  # int8, or the model's dtype
 
 
 class ModelList(msgspec.Struct):
