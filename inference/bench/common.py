@@ -72,18 +72,18 @@ def device_record() -> dict:
             "date": time.strftime("%Y-%m-%d")}
 
 
-def weight_bytes_per_step(cfg: dict) -> int:
-    """Bytes of weights a decode step reads: every matrix but the embedding table (one row)."""
-    layers, h, inter = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["intermediate_size"]
-    d = h // cfg["num_attention_heads"]
-    qkv = (cfg["num_attention_heads"] + 2 * cfg["num_key_value_heads"]) * d * h
-    per_layer = qkv + cfg["num_attention_heads"] * d * h + 3 * h * inter + 2 * h
-    return 2 * (layers * per_layer + cfg["vocab_size"] * h + h)
+def weight_bytes_per_step(model) -> int:
+    """Bytes of weights a decode step reads, as stored: every parameter but the embedding table
+    (one row of it), a tied LM head counted once."""
+    emb = model.embed_tokens
+    total = sum(p.nbytes for p in model.parameters())
+    return total if model.cfg.tie_word_embeddings else total - emb.nbytes + emb[0].nbytes
 
 
-def kv_bytes_per_token(cfg: dict) -> int:
+def kv_bytes_per_token(cfg: dict, kv_int8: bool = False) -> int:
+    """K and V bytes of one token in every layer: bf16, or int8 rows with a float32 scale each."""
     d = cfg["hidden_size"] // cfg["num_attention_heads"]
-    return 2 * 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * d
+    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * (d + 4 if kv_int8 else 2 * d)
 
 
 def write_json(path: str | None, record: dict) -> None:

@@ -31,9 +31,10 @@ def _timed_request(engine, request_id: str, prompt: list[int], max_tokens: int) 
 
 
 def run(shape: str, prompt_len: int = 128, new_tokens: int = 256, ttft_lens=(128, 2048), repeats: int = 5,
-        copy_bw: float | None = None, enforce_eager: bool = False) -> dict:
+        copy_bw: float | None = None, enforce_eager: bool = False, **settings) -> dict:
+    """`settings`: more of the engine's (quantization, kv_cache_dtype)."""
     cfg = shape_config(shape)
-    engine = make_engine(shape, max_num_seqs=8, max_model_len=4096, enforce_eager=enforce_eager)
+    engine = make_engine(shape, max_num_seqs=8, max_model_len=4096, enforce_eager=enforce_eager, **settings)
     rng = random.Random(0)
     for length in sorted(set(ttft_lens) | {prompt_len}):  # warm up: compile every kernel variant
         _timed_request(engine, f"warm{length}", _prompt(rng, length), 4)
@@ -52,9 +53,10 @@ def run(shape: str, prompt_len: int = 128, new_tokens: int = 256, ttft_lens=(128
         "decode_ms_per_token_median": 1e3 * sorted(decode)[len(decode) // 2],
     }
     if copy_bw:
-        # bytes each decode step must read: all weights, and the KV of the context so far
-        ideal = sum((weight_bytes_per_step(cfg) + kv_bytes_per_token(cfg) * (prompt_len + i + 1)) / copy_bw
-                    for i in range(len(decode)))
+        # bytes each decode step must read: all weights (as stored: quantized ones count their
+        # integers, scales and zeros), and the KV of the context so far
+        weights, kv = weight_bytes_per_step(engine.runner.model), kv_bytes_per_token(cfg, engine.config.kv_int8)
+        ideal = sum((weights + kv * (prompt_len + i + 1)) / copy_bw for i in range(len(decode)))
         result["roofline_pct"] = 100 * ideal / sum(decode)
     del engine
     torch.cuda.empty_cache()

@@ -13,8 +13,8 @@ from ..sampling_params import SamplingParams
 from .common import make_engine
 
 
-def run(shape: str, batch: int = 1, context: int = 256, steps: int = 5) -> dict:
-    engine = make_engine(shape, max_num_seqs=max(8, batch), max_model_len=4096, enforce_eager=True)
+def run(shape: str, batch: int = 1, context: int = 256, steps: int = 5, **settings) -> dict:
+    engine = make_engine(shape, max_num_seqs=max(8, batch), max_model_len=4096, enforce_eager=True, **settings)
     rng = random.Random(0)
     for i in range(batch):
         prompt = [1] + [rng.randrange(3, 4000) for _ in range(context - 1)]

@@ -18,8 +18,9 @@ from .common import make_engine, random_model_dir
 from .throughput import fixed_set, run_set
 
 
-def offline_reference(shape: str, concurrency: int, num_prompts: int, input_len: int, output_len: int) -> dict:
-    engine = make_engine(shape, max_num_seqs=concurrency, max_model_len=4096)
+def offline_reference(shape: str, concurrency: int, num_prompts: int, input_len: int, output_len: int,
+                      **settings) -> dict:
+    engine = make_engine(shape, max_num_seqs=concurrency, max_model_len=4096, **settings)
     run_set(engine, fixed_set(concurrency, 64, 8), seed=99, temperature=0)  # warm up
     result = run_set(engine, fixed_set(num_prompts, input_len, output_len), seed=1, temperature=0)
     del engine
@@ -28,11 +29,13 @@ def offline_reference(shape: str, concurrency: int, num_prompts: int, input_len:
     return result
 
 
-def start_server(shape: str, concurrency: int) -> tuple[subprocess.Popen, str, deque]:
+def start_server(shape: str, concurrency: int, quantization: str | None = None,
+                 kv_cache_dtype: str = "auto") -> tuple[subprocess.Popen, str, deque]:
     """A `codellama serve` process on a free port; its URL; the last lines it printed. Its output
     is read to the end on a thread, so that its log never fills the pipe and blocks it."""
     cmd = [sys.executable, "-m", "inference.cli", "serve", str(random_model_dir(shape)), "--load-format", "random",
-           "--instance-num", str(concurrency), "--max-queue", "100000", "--max-model-len", "4096", "--port", "0"]
+           "--instance-num", str(concurrency), "--max-queue", "100000", "--max-model-len", "4096", "--port", "0",
+           "--kv-cache-dtype", kv_cache_dtype] + (["--quant", quantization] if quantization else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     tail: deque = deque(maxlen=40)
@@ -46,7 +49,8 @@ def start_server(shape: str, concurrency: int) -> tuple[subprocess.Popen, str, d
 
 
 def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: int = 128,
-        output_len: int = 128, url: str | None = None) -> dict:
+        output_len: int = 128, url: str | None = None, **settings) -> dict:
+    """`settings`: more of the engine's (quantization, kv_cache_dtype), for both runs."""
     from web.serve_benchmark import run_serve_benchmark
 
     def drive(target: str) -> dict:
@@ -55,8 +59,8 @@ def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: 
 
     if url:
         return {"url": url, "serving": drive(url)}
-    offline = offline_reference(shape, concurrency, num_prompts, input_len, output_len)
-    proc, url, log = start_server(shape, concurrency)
+    offline = offline_reference(shape, concurrency, num_prompts, input_len, output_len, **settings)
+    proc, url, log = start_server(shape, concurrency, **settings)
     try:
         drive(url)  # warm up the server (kernel variants, connection pool) on the same load
         serving = drive(url)

@@ -19,6 +19,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="profile: decode batch size")
     parser.add_argument("--concurrency", type=int, default=256, help="serve: concurrent streaming clients")
     parser.add_argument("--url", help="serve: drive this running server instead of starting one")
+    parser.add_argument("--quant", choices=["awq", "int8"],
+                        help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
+    parser.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto", help="the KV cache's dtype")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,11 +37,14 @@ def run(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         raise ValueError("benchmarks need a CUDA GPU")
     record = {"benchmark": args.what, "device": common.device_record()}
+    settings = dict(quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)  # the engine's, in every run
+    if args.what != "kernels":
+        record["weights"], record["kv_cache_dtype"] = args.quant or "bfloat16", args.kv_cache_dtype
     copy_bw = common.copy_bandwidth()
     record["copy_bandwidth_tb_s"] = copy_bw / 1e12
     if args.what == "latency":
         from inference.bench import latency
-        record["engine"] = latency.run(args.shape, copy_bw=copy_bw, enforce_eager=args.enforce_eager)
+        record["engine"] = latency.run(args.shape, copy_bw=copy_bw, enforce_eager=args.enforce_eager, **settings)
         if args.baseline:
             from inference.bench import hf_baseline
             common.write_json(args.out, record)  # kept should the baseline's compilation not finish
@@ -46,17 +52,17 @@ def run(args: argparse.Namespace) -> int:
     elif args.what == "throughput":
         from inference.bench import throughput
         record["engine"] = throughput.run(args.shape, args.num_prompts, mixed_prompts=args.mixed_prompts,
-                                          max_num_seqs=args.max_num_seqs)
+                                          max_num_seqs=args.max_num_seqs, **settings)
         if args.baseline:
             from inference.bench import hf_baseline
             common.write_json(args.out, record)
             record["baseline"] = hf_baseline.run(args.shape, batches=(32,), prompt_len=128, new_tokens=128)
     elif args.what == "serve":
         from inference.bench import serve
-        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts)
+        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, **settings)
     elif args.what == "profile":
         from inference.bench import profile
-        record["profile"] = profile.run(args.shape, batch=args.batch)
+        record["profile"] = profile.run(args.shape, batch=args.batch, **settings)
     else:
         from inference.bench import kernels_bench
         record["kernels"] = kernels_bench.run(copy_bw)

@@ -108,3 +108,21 @@ def test_int8_kv_prefix_cache_reuses_quantized_blocks(tiny_model, prompts):
     assert greedy(llm, [prefix + [5, 6, 7]]) == expected
     assert llm.engine.gauges().prefix_hits == 48
     assert_pool_full(llm.engine)
+
+
+def test_roofline_counts_the_quantized_bytes():
+    from inference.bench.common import kv_bytes_per_token, shape_config, weight_bytes_per_step
+    from inference.config import ModelConfig
+    from inference.model import LlamaModel
+    from inference.quant import OWN_SCHEMES
+
+    raw = shape_config("7b")
+    cfg = ModelConfig.from_dict(raw)
+    model = LlamaModel(cfg, torch.bfloat16, "meta", quant=OWN_SCHEMES["awq"])
+    h, inter, layers, vocab = 4096, 11008, 32, 32016
+    projections = layers * (h * 3 * h + h * h + h * 2 * inter + inter * h)  # weights of qkv, o, gate_up, down
+    per_group = layers * (3 * h + h + 2 * inter) * (h // 128) + layers * h * (inter // 128)  # (scale, zero) pairs
+    dense = 2 * (vocab * h + h + (2 * layers + 1) * h)  # LM head, one embedding row, the norms
+    assert weight_bytes_per_step(model) == projections // 2 + 4 * per_group + dense
+    assert kv_bytes_per_token(raw) == 2 * layers * 32 * 128 * 2  # k and v, 32 heads of 128 in bf16
+    assert kv_bytes_per_token(raw, kv_int8=True) == 2 * layers * 32 * (128 + 4)  # int8 and a float32 scale
