@@ -32,3 +32,20 @@ def test_quantized_model_on_the_gpu_matches_the_cpu_reference(tmp_path, variant)
         got = step_logits(models[1], prompt, then, kv_int8=kv_int8)
         for step, (w, g) in enumerate(zip(want, got)):
             assert ((g - w).norm() / w.norm()).item() < 3e-2, (kv_int8, step)
+
+
+def test_engine_replays_quantized_decode_steps_from_cuda_graphs(tmp_path):
+    from inference import LLMEngine
+    from tests.engine_steps import logits_per_step
+
+    _, hf = tiny_llama(tmp_path / "dense", vocab=4096, hidden=256, heads=4, kv_heads=2, intermediate=512, layers=2)
+    write_quantized(hf, tmp_path / "awq", Variant("awq", 128))
+    prompts, steps = [list(range(100, 140)), [1, 5, 9]], 6
+    forced = [[7, 300, 12, 99, 400, 3, 17], [8, 9, 10, 11, 12, 13, 14]]
+    want = logits_per_step(LLMEngine(tmp_path / "awq", num_kv_blocks=32, device="cpu"), prompts, steps, forced)
+    engine = LLMEngine(tmp_path / "awq", num_kv_blocks=32, max_num_seqs=4, kv_cache_dtype="int8")
+    assert engine.runner.graphs is not None
+    got = logits_per_step(engine, prompts, steps, forced)
+    for k in range(len(prompts)):
+        for step, (w, g) in enumerate(zip(want[k], got[k])):
+            assert ((g - w).norm() / w.norm()).item() < 3e-2, (k, step)
