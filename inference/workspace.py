@@ -60,7 +60,8 @@ def convert(hf_dir: str | Path, dst: str | Path, *, model_name: str | None = Non
         raise ValueError("--calib is the calibration text of --quant awq")
     dst = Path(dst)
     _check_destination(dst, force)
-    scheme, tensors_for = _weights_source(hf_dir, cfg, found[0] if found else None, quant, calib, progress)
+    scheme, tensors_for = _weights_source(hf_dir, cfg, found[0] if found else None, quant, calib, torch_dtype,
+                                          progress)
     models = [LlamaModel(cfg, torch_dtype, "meta", TensorParallel(r, tp), scheme) for r in range(tp)]  # shapes only
     tmp = dst.parent / f".{dst.name}.converting-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -136,14 +137,14 @@ def _check_destination(dst: Path, force: bool) -> None:
 
 
 def _weights_source(hf_dir: Path, cfg: ModelConfig, scheme: QuantScheme | None, quant: str | None,
-                    calib: str | Path | None, progress: bool):
+                    calib: str | Path | None, dtype: torch.dtype, progress: bool):
     """(scheme, a function giving a rank's assembled parameters): the checkpoint's own, or those
     of the model quantized here."""
     if not quant:
         return scheme, lambda model, buffer_for: assemble_hf(model, hf_dir, buffer_for)
     from .quant.quantize import quantize_checkpoint
 
-    quantized = quantize_checkpoint(hf_dir, cfg, quant, calib, progress)
+    quantized = quantize_checkpoint(hf_dir, cfg, quant, dtype, calib, progress)
     source = f"{hf_dir} quantized ({quantized.scheme.name})"
     return quantized.scheme, lambda model, buffer_for: assemble(model, quantized.dense, buffer_for, source,
                                                                 quantized.weight_source())

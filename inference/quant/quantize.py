@@ -48,14 +48,16 @@ class QuantizedCheckpoint:
 CALIBRATION_SAMPLES, CALIBRATION_LEN = 32, 512
 
 
-def quantize_checkpoint(hf_dir: Path, cfg: ModelConfig, method: str, calib: str | Path | None = None,
-                        progress: bool = True) -> QuantizedCheckpoint:
-    """Load a dense Hugging Face checkpoint (on the GPU when there is one: AWQ runs the model)
-    and quantize it; `calib` is a text file for AWQ (default: Python's standard library)."""
+def quantize_checkpoint(hf_dir: Path, cfg: ModelConfig, method: str, dtype: torch.dtype,
+                        calib: str | Path | None = None, progress: bool = True) -> QuantizedCheckpoint:
+    """Load a dense Hugging Face checkpoint in `dtype` and quantize it; AWQ runs the model, on the
+    GPU when there is one (on the CPU in float32), over `calib`, a text file (default: Python's
+    standard library)."""
     if method not in OWN_SCHEMES:
         raise ValueError(f"unknown --quant {method!r}: choose from {', '.join(OWN_SCHEMES)}")
     device = torch.device("cuda" if torch.cuda.is_available() and method == "awq" else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if method == "awq" and device.type == "cpu":
+        dtype = torch.float32
     model = LlamaModel(cfg, dtype, device)
     load_weights(model, hf_dir)
     samples = None
