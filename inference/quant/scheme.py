@@ -83,9 +83,10 @@ def resolve_scheme(model_dir: str | Path, requested: str | None, random_weights:
         if found[0].method != requested:
             raise ValueError(f"{model_dir} holds {found[0].name} weights; they cannot be served as {requested}")
         return found[0]
-    if requested == "awq":
-        raise ValueError(f"{model_dir} holds unquantized weights and AWQ needs calibration: make an AWQ "
-                         f"workspace with `codellama convert {model_dir} --quant awq` and serve that")
+    if requested == "awq" or (Path(model_dir) / "rank-0").is_dir():
+        why = "AWQ needs calibration" if requested == "awq" else "a workspace's fused weights are not rounded at load"
+        raise ValueError(f"{model_dir} holds unquantized weights and {why}: convert the Hugging Face checkpoint "
+                         f"with `codellama convert ... --quant {requested}` and serve that workspace")
     return OWN_SCHEMES[requested]
 
 

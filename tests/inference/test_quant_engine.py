@@ -44,6 +44,9 @@ def test_engine_on_an_awq_checkpoint_matches_transformers_on_its_dequantized_wei
 def test_int8_at_load_gives_the_int8_workspace_weights(tiny_model, tmp_path):
     assert main(["convert", str(tiny_model[0]), "--dst", str(tmp_path / "ws"), "--quant", "int8",
                  "--dtype", "float32", "--no-progress"]) == 0
+    assert main(["convert", str(tiny_model[0]), "--dst", str(tmp_path / "dense"), "--no-progress"]) == 0
+    with pytest.raises(ValueError, match="a workspace's fused weights are not rounded at load"):
+        EngineConfig(tmp_path / "dense", quantization="int8")
     at_load = LLMEngine(tiny_model[0], quantization="int8", num_kv_blocks=8).runner.model
     converted = LLMEngine(tmp_path / "ws", num_kv_blocks=8).runner.model
     assert at_load.layers[0].qkv_proj.qweight.dtype == torch.int32
@@ -59,7 +62,7 @@ def test_random_weights_of_a_scheme_generate(awq):
 
 
 def test_quantization_settings_that_cannot_work(tiny_model, awq):
-    with pytest.raises(ValueError, match="AWQ needs calibration.*codellama convert .* --quant awq"):
+    with pytest.raises(ValueError, match="AWQ needs calibration.*codellama convert ... --quant awq"):
         EngineConfig(tiny_model[0], quantization="awq")
     with pytest.raises(ValueError, match="holds awq-w4g64 weights; they cannot be served as int8"):
         EngineConfig(awq[0], quantization="int8")
