@@ -1,8 +1,10 @@
 """Where a model comes from: a directory the user names, or the embedded default model.
 
-The default model lets every command run with nothing downloaded: a small Llama with the
-SentencePiece tokenizer shipped in `inference/assets` (trained on Python's standard library, with
-Code Llama's infilling pieces) and seeded random weights, built on first use into a cache folder.
+The default model lets every command run with nothing downloaded: `codellama-tiny-python`, a small
+Llama trained by this project on Python source (scripts/train_default_model.py), shipped as package
+data in `inference/assets` and loaded from there. A model of seeded random weights with the same
+tokenizer, built on first use into a cache folder, is the yardstick its quality is measured
+against and the tests' fixture.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from safetensors.torch import save_file
 from .model_info import ABILITIES, METADATA_FILE
 
 ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL_NAME = "codellama-tiny-random-v2"
-DEFAULT_CONFIG = {
+DEFAULT_MODEL_NAME = "codellama-tiny-python"
+RANDOM_MODEL_NAME = "codellama-tiny-random-v2"
+RANDOM_MODEL_CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
     "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "max_position_embeddings": 4096,
@@ -46,13 +49,21 @@ def resolve_model_dir(model: str | Path | None) -> Path:
 
 
 def default_model_dir() -> Path:
-    """The embedded default model, built on first use (a few seconds)."""
-    target = cache_root() / DEFAULT_MODEL_NAME
+    """The embedded default model: the package's assets folder is its Hugging Face directory."""
+    if not (ASSETS / METADATA_FILE).is_file():
+        raise FileNotFoundError(f"{ASSETS}: the embedded default model's weights are missing (they come from "
+                                f"scripts/train_default_model.py); give a model directory instead")
+    return ASSETS
+
+
+def random_baseline_dir() -> Path:
+    """The seeded random model, built on first use (a few seconds)."""
+    target = cache_root() / RANDOM_MODEL_NAME
     if (target / "model.safetensors").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        build_default_model(Path(tmp))
+        build_random_model(Path(tmp))
         try:
             os.rename(tmp, target)  # atomic: a concurrent builder may have won the race
         except OSError:
@@ -62,8 +73,8 @@ def default_model_dir() -> Path:
     return target
 
 
-def build_default_model(out: Path) -> None:
-    cfg = DEFAULT_CONFIG
+def build_random_model(out: Path) -> None:
+    cfg = RANDOM_MODEL_CONFIG
     gen = torch.Generator().manual_seed(20240825)
     h, inter, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     q, kv = cfg["num_attention_heads"] * cfg["head_dim"], cfg["num_key_value_heads"] * cfg["head_dim"]
@@ -84,7 +95,7 @@ def build_default_model(out: Path) -> None:
         }
     save_file(tensors, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
-    meta = {"model_name": DEFAULT_MODEL_NAME, "variant": "instruct", "size": "tiny",
+    meta = {"model_name": RANDOM_MODEL_NAME, "variant": "instruct", "size": "tiny",
             "capabilities": list(ABILITIES), "source": "built-in: seeded random weights"}
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     shutil.copyfile(ASSETS / "tokenizer.model", out / "tokenizer.model")

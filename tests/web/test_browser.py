@@ -1,10 +1,11 @@
 """The pages in a real browser: headless Chromium (Debian's chromium + chromium-driver, driven by
-selenium) against the real app under uvicorn on 127.0.0.1, over the scripted model. The engine
-is paced (10 ms a step) so that a stream lasts long enough to watch and to stop. Screenshots go
-to test-artifacts/."""
+selenium) against the real app under uvicorn on 127.0.0.1, over the scripted model (and, once,
+over the embedded default model). The engine is paced (10 ms a step) so that a stream lasts long
+enough to watch and to stop. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from inference import LLMEngine
 from tests.web.conftest import LiveServer, page_engine, pool_full, wait_for
 from tests.web.page_script import COMPLETION_PROMPT
 
@@ -39,6 +41,14 @@ def server(page_model):
 
     engine.step = paced_step
     server = LiveServer(engine).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def default_server():
+    """The server `codellama serve` starts with no model given."""
+    server = LiveServer(LLMEngine(None, num_kv_blocks=128, max_num_seqs=4)).start()
     yield server
     server.stop()
 
@@ -205,3 +215,20 @@ def test_swagger_ui_runs_under_its_content_security_policy(server, browser):
     assert "frame-ancestors 'none'" in httpx.get(server.url + "/docs").headers["content-security-policy"]
     until(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, ".opblock-summary")) >= 9, timeout=30)
     browser.save_screenshot(str(ARTIFACTS / "docs.png"))
+
+
+def test_the_default_model_completes_the_playgrounds_prompt_with_python(browser, default_server):
+    open_playground(browser, default_server, "complete")
+    prompt = browser.find_element(By.NAME, "prompt").get_attribute("value")
+    temperature = browser.find_element(By.NAME, "temperature")
+    temperature.clear()
+    temperature.send_keys("0")
+    set_max_tokens(browser, 96)
+    browser.find_element(By.ID, "complete-send").click()
+    until(browser, lambda: js(browser, "return !!document.querySelector('.result:not(.streaming) mark')"), timeout=60)
+    completed = js(browser, "return document.querySelector('.result mark').textContent")
+    shown = js(browser, "return document.querySelector('.result pre code').textContent")
+    assert shown.startswith(prompt) and prompt.startswith("def ")
+    assert re.match(r"\n(    |\t)\S", completed), completed  # an indented body ...
+    assert "return" in re.findall(r"\w+", completed), completed  # ... that returns
+    browser.save_screenshot(str(ARTIFACTS / "pages-default-model.png"))

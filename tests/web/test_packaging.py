@@ -1,6 +1,6 @@
-"""`pip install .` from a clean copy installs the pages: the wheel holds every module and the
-top-level templates/ and static/ folders (as web/templates and web/static), and the installed
-app finds them there."""
+"""`pip install .` from a clean copy installs the pages and the default model: the wheel holds
+every module, the top-level templates/ and static/ folders (as web/templates and web/static) and
+inference/assets (the embedded default model), and the installed package finds them there."""
 
 from __future__ import annotations
 
@@ -29,10 +29,17 @@ def test_the_wheel_carries_the_templates_static_files_and_every_module(tmp_path)
                 for p in (copy / package).rglob("*.py")}
     expected |= {"web/" + str(p.relative_to(copy)) for folder in ("templates", "static")
                  for p in (copy / folder).rglob("*") if p.is_file()}
+    assets = {str(p.relative_to(copy)) for p in (copy / "inference" / "assets").iterdir()}
+    expected |= assets
     assert expected - names == set()
+    assert {"inference/assets/tokenizer.model", "inference/assets/config.json", "inference/assets/codellama.json"} <= assets
     installed = tmp_path / "site"
     wheel.extractall(installed)
     found = subprocess.run([sys.executable, "-c", "from web.assets import asset_dir; "
                             "print(asset_dir('templates')); print(asset_dir('static'))"],
                            cwd=tmp_path, env={"PYTHONPATH": str(installed)}, check=True, capture_output=True, text=True)
     assert found.stdout.split() == [str(installed / "web" / "templates"), str(installed / "web" / "static")]
+    model = subprocess.run([sys.executable, "-c", "from inference.model_source import default_model_dir; "
+                            "print(default_model_dir())"],
+                           cwd=tmp_path, env={"PYTHONPATH": str(installed)}, check=True, capture_output=True, text=True)
+    assert model.stdout.strip() == str(installed / "inference" / "assets")

@@ -1,0 +1,59 @@
+"""The embedded default model is `codellama-tiny-python`, trained by this project
+(scripts/train_default_model.py), shipped in inference/assets: it models held-out Python far
+better than the seeded random model, fills a held-out hole with a line that parses, completes
+held-out functions, and answers a request with a function."""
+
+import pytest
+
+from inference import LLM, SamplingParams
+from inference.heldout import completion_cases, held_out_files
+from inference.model_info import ABILITIES, read_metadata
+from inference.model_source import ASSETS, DEFAULT_MODEL_NAME, random_baseline_dir
+from inference.python_source import documented_functions, parse
+from inference.quality import answer_code, bits_per_byte, completions_that_parse, defines_a_function
+
+GREEDY = SamplingParams(max_tokens=64, temperature=0)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM(max_num_seqs=16)
+
+
+@pytest.fixture(scope="module")
+def json_files():
+    """The held-out json package: small, and the same in every Python since 3.8."""
+    return [f for f in held_out_files() if f.name.startswith("json/")]
+
+
+def test_the_default_model_is_the_trained_one(llm, json_files):
+    meta = read_metadata(ASSETS)
+    assert llm.engine.model_dir == ASSETS and llm.engine.model_info.name == DEFAULT_MODEL_NAME
+    assert llm.engine.model_info.capabilities == ABILITIES
+    assert meta["training"]["tokens"] > 0 and "scripts/train_default_model.py" in meta["source"]
+    trained = bits_per_byte(llm, json_files)
+    random = bits_per_byte(LLM(random_baseline_dir(), max_num_seqs=16), json_files)
+    assert trained < 0.5 * random, (trained, random)
+
+
+def test_it_fills_a_held_out_hole_with_a_line_that_parses(llm, json_files):
+    encoder = next(f.text for f in json_files if f.name == "json/encoder.py")
+    fn = next(f for f in documented_functions(encoder) if f.name == "py_encode_basestring")
+    lines = fn.source.splitlines(keepends=True)
+    hole = next(i for i, line in enumerate(lines) if line.strip().startswith("return ESCAPE_DCT"))
+    prefix, suffix = "".join(lines[:hole]), "".join(lines[hole + 1:])  # the body of the nested replace()
+    out = llm.infill(prefix, suffix, GREEDY)
+    middle = out.outputs[0].text
+    assert middle.strip() and parse(out.full_text) is not None, middle
+
+
+def test_its_completions_of_held_out_signatures_parse(llm, json_files):
+    cases = completion_cases(4, files=json_files)
+    result = completions_that_parse(llm, cases, max_tokens=128)
+    assert result["parse_rate"] >= 0.75, result["examples"]
+
+
+def test_it_answers_a_request_with_a_function(llm):
+    out = llm.chat([{"role": "user", "content": "Write a Python function that returns the sum of a list."}],
+                   SamplingParams(max_tokens=128, temperature=0))
+    assert defines_a_function(answer_code(out.outputs[0].text)), out.outputs[0].text
