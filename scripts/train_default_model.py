@@ -122,7 +122,7 @@ def train(args: argparse.Namespace, config: dict, views: list[torch.Tensor], pen
         offsets = torch.randint(0, len(data) - args.seq_len - 1, (args.batch_size,), device=device, generator=gen)
         batch = data[offsets[:, None] + window].long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(input_ids=batch[:, :-1]).logits
+            logits = model(input_ids=batch[:, :-1], use_cache=False).logits
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -178,7 +178,6 @@ def main(argv: list[str] | None = None) -> None:
             log(f"training for {left:.0f} s instead of {args.train_seconds:.0f} s, to finish in {args.total_seconds:.0f} s")
             args.train_seconds = left
         model, training = train(args, config, [to_device(tokens, torch.device(args.device))], pending, log)
-        pool.terminate()
     model_dir = work / DEFAULT_MODEL_NAME
     shutil.rmtree(model_dir, ignore_errors=True)
     settings = {k: v for k, v in vars(args).items() if k in TRAINING_SETTINGS}

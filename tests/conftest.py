@@ -14,5 +14,5 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Build the embedded default model into a temporary cache, not the user's."""
+    """Build the seeded random model (the default model's baseline) into a temporary cache, not the user's."""
     os.environ["CODELLAMA_CACHE"] = str(tmp_path_factory.mktemp("codellama-cache"))
