@@ -59,7 +59,7 @@ def evaluate(model_dir: Path, args: argparse.Namespace, log=print) -> dict:
     if args.bpb_files:
         files = files[::max(1, len(files) // args.bpb_files)][:args.bpb_files]
     record = {"path": str(model_dir), "name": llm.engine.model_info.name, "device": device,
-              "dtype": str(llm.engine.dtype).removeprefix("torch.")}
+              "dtype": llm.engine.config.dtype}
     record["bits_per_byte"] = bits_per_byte(llm, files)
     record["bits_per_byte_files"] = len(files)
     log(f"{record['name']}: {record['bits_per_byte']:.3f} bits per byte")
