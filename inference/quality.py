@@ -11,6 +11,7 @@ answers that hold a function. Every generation is greedy and batched through one
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 import textwrap
 
@@ -47,7 +48,8 @@ def infill_exact_match(llm: LLM, cases: list[InfillCase], max_tokens: int = 64) 
     exact = [m.strip() == c.middle.strip() for c, m in zip(cases, middles)]
     parses = [parse(c.prefix + m + c.suffix) is not None for c, m in zip(cases, middles)]
     return {"exact_match": _share(exact), "parses": _share(parses), "cases": len(cases),
-            "examples": [{"name": c.name, "expected": c.middle, "got": m[:CLIP]} for c, m in zip(cases[:EXAMPLES], middles)]}
+            "examples": [{"name": c.name, "expected": c.middle, "got": m[:CLIP]}
+                         for c, m in zip(cases[:EXAMPLES], middles)]}
 
 
 def completions_that_parse(llm: LLM, cases: list[CompletionCase], max_tokens: int = 256) -> dict:
@@ -55,13 +57,14 @@ def completions_that_parse(llm: LLM, cases: list[CompletionCase], max_tokens: in
     model's answer or the first line back at column 0) that parse with a statement after the
     docstring."""
     tok = llm.tokenizer
-    prompts = [python_prompt(tok, c.prompt, stop_at_top_level=True) for c in cases]
     eot = [tok.infill_id("eot")] if tok.can_infill else []
-    prompts = [Prompt(p.token_ids, eot, p.continues_prompt, p.stop) for p in prompts]
+    prompts = [dataclasses.replace(python_prompt(tok, c.prompt, stop_at_top_level=True), stop_token_ids=eot)
+               for c in cases]
     bodies = [cut_at_dedent(text) for text in _greedy(llm, prompts, max_tokens)]
     parses = [has_a_body(c.prompt + body) for c, body in zip(cases, bodies)]
     return {"parse_rate": _share(parses), "cases": len(cases),
-            "examples": [{"name": c.name, "prompt": c.prompt, "got": b[:CLIP]} for c, b in zip(cases[:EXAMPLES], bodies)]}
+            "examples": [{"name": c.name, "prompt": c.prompt, "got": b[:CLIP]}
+                         for c, b in zip(cases[:EXAMPLES], bodies)]}
 
 
 def chat_answers_with_a_function(llm: LLM, cases: list[ChatCase], max_tokens: int = 384) -> dict:

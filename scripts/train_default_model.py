@@ -45,7 +45,7 @@ TRAINING_SETTINGS = ("seed", "train_seconds", "preset", "batch_size", "seq_len",
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="what comes back: model files, manifest, log, evaluation")
-    p.add_argument("--work", default=None, help="scratch folder for the full model directory (default: a new temporary one)")
+    p.add_argument("--work", default=None, help="scratch folder of the full model directory (default: a temporary one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-seconds", type=float, default=300, help="wall-clock budget of the training loop")
     p.add_argument("--total-seconds", type=float, default=530,
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         config = model_config(args.preset, 4096, args.max_positions)
         left = args.total_seconds - args.eval_seconds - (time.monotonic() - log.start)
         if left < args.train_seconds:
-            log(f"training for {left:.0f} s instead of {args.train_seconds:.0f} s, to finish in {args.total_seconds:.0f} s")
+            log(f"training for {left:.0f} s, not {args.train_seconds:.0f} s, to finish in {args.total_seconds:.0f} s")
             args.train_seconds = left
         model, training = train(args, config, [to_device(tokens, torch.device(args.device))], pending, log)
     model_dir = work / DEFAULT_MODEL_NAME

@@ -44,7 +44,8 @@ def test_an_infilling_example_is_metas_prompt_then_the_middle_then_eot(tok, suff
 
     def layout(i: int) -> list[int]:
         prefix, middle = before[:i], before[i:]
-        return infilling_prompt_tokens(meta, prefix, suffix, suffix_first) + meta.encode_infilling(middle) + [meta.eot_id]
+        prompt = infilling_prompt_tokens(meta, prefix, suffix, suffix_first)
+        return prompt + meta.encode_infilling(middle) + [meta.eot_id]
 
     splits = [i for i in range(len(before) + 1) if layout(i) == example]
     assert splits, "no split of the document gives this example in Meta's layout"
