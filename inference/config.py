@@ -151,7 +151,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     num_kv_blocks: int | None = None  # fixed pool size; None: sized from memory
     kv_cache_memory_fraction: float = 0.9  # GPU: fraction of free memory after weights
-    kv_cache_gib: float = 1.0  # CPU pool size when num_kv_blocks is not given
+    kv_cache_gib: float | None = None  # CPU: a fixed pool size; None: sized by memory.cpu_kv_cache_budget
     enforce_eager: bool = False  # GPU: no CUDA graphs
     quantization: str | None = None  # awq / int8 (inference/quant): random weights of that scheme, or a
     #                                  dense checkpoint rounded to int8 as it loads; None: the checkpoint's own
@@ -196,7 +196,7 @@ class EngineConfig:
             raise ValueError(f"num_kv_blocks must be >= 1, got {self.num_kv_blocks}")
         if not 0 < self.kv_cache_memory_fraction <= 1:
             raise ValueError(f"kv_cache_memory_fraction must be in (0, 1], got {self.kv_cache_memory_fraction}")
-        if self.kv_cache_gib <= 0:
+        if self.kv_cache_gib is not None and self.kv_cache_gib <= 0:
             raise ValueError(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
         if self.tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")

@@ -1,6 +1,9 @@
-"""How much GPU memory the KV cache may take."""
+"""How much memory the KV cache may take: on the GPU what the card has left, on the CPU what the
+configured sequences can use."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -39,3 +42,30 @@ def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dt
     sampler = config.max_num_seqs * m.vocab_size * 32  # logits, probabilities, noise of a full batch
     graphs = 0 if config.enforce_eager else 512 << 20
     return total * config.kv_cache_memory_fraction - others - peak - sampler - graphs
+
+
+def cpu_kv_cache_budget(config: EngineConfig, block_bytes: int) -> float:
+    """Bytes for the KV cache on the CPU: room for `max_num_seqs` sequences of `max_model_len`
+    tokens (more can never be used at once), within half the memory available now (the weights
+    are loaded by then); `kv_cache_gib` fixes it instead."""
+    if config.kv_cache_gib is not None:
+        return config.kv_cache_gib * (1 << 30)
+    sequence = -(-config.max_model_len // config.block_size) * block_bytes
+    available = _available_memory()
+    budget = min(config.max_num_seqs * sequence, available // 2)
+    if budget < sequence:
+        raise ValueError(f"one {config.max_model_len}-token sequence needs {sequence / (1 << 30):.1f} GiB of KV cache, "
+                         f"but only {available / (1 << 30):.1f} GiB of memory is available: lower --max-model-len")
+    return budget
+
+
+def _available_memory() -> int:
+    """Bytes of memory the system could give now (Linux's MemAvailable; else the free pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -57,15 +57,20 @@ def abilities_for(variant: str, size: str) -> tuple[str, ...]:
     return _TABLE[(variant, "small" if size in ("7b", "13b") else "large")]
 
 
+# The family's released names, any case, "-hf" optional, as a Hugging Face id ("codellama/...") too.
+_NAME = re.compile(r"(?:[\w.-]+/)?codellama-(7|13|34|70)b(?:-(python|instruct))?(?:-hf)?", re.IGNORECASE)
+FAMILY = tuple(f"CodeLlama-{size}{variant}[-hf]" for size in ("7b", "13b", "34b", "70b")
+               for variant in ("", "-Python", "-Instruct"))
+
+
 def parse_model_name(name: str) -> tuple[str, str]:
-    """(variant, size) from a Code Llama model name such as "CodeLlama-13b-Python-hf"."""
-    lowered = name.lower()
-    size = re.search(r"(\d+)b\b", lowered.replace("-", " ").replace("_", " "))
-    if "llama" not in lowered or size is None:
-        raise ValueError(f"cannot tell variant and size from model name {name!r}; "
-                         f"expected a name like CodeLlama-7b-Instruct-hf")
-    variant = "instruct" if "instruct" in lowered else "python" if "python" in lowered else "base"
-    return variant, size.group(1) + "b"
+    """(variant, size) from a Code Llama model name such as "CodeLlama-13b-Python-hf"; any other
+    name is refused (a name grants abilities, so a guess could grant the wrong ones)."""
+    match = _NAME.fullmatch(name.strip())
+    if match is None:
+        raise ValueError(f"{name!r} is not a Code Llama model name; use one of {', '.join(FAMILY)} (any case), "
+                         f"or --capabilities to declare a fine-tuned model's abilities")
+    return (match.group(2) or "base").lower(), match.group(1) + "b"
 
 
 def size_from_config(hidden_size: int, num_layers: int) -> str | None:
@@ -79,6 +84,35 @@ def check_name_fits(info: ModelInfo, hidden_size: int, num_layers: int) -> None:
     if actual is not None and info.size in _SIZES.values() and info.size != actual:
         raise ValueError(f"--model-name {info.name} says {info.size}, but config.json ({num_layers} layers of "
                          f"{hidden_size}) is a {actual} model")
+
+
+def _shape(model_dir: str | Path) -> tuple[int, int] | None:
+    """(hidden_size, num_hidden_layers) from config.json, when there is one to read."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+        return int(config["hidden_size"]), int(config["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the engine reports a missing or broken config.json in its own words
+
+
+def workspace_tp(model_dir: str | Path | None) -> int | None:
+    """The tensor-parallel size a workspace's weights are split for; None for anything else."""
+    meta = read_metadata(model_dir) if model_dir is not None and Path(model_dir).is_dir() else None
+    return meta.get("tp") if meta is not None else None
+
+
+def tensor_parallel_size(model_dir: str | Path | None, requested: int | None) -> int:
+    """`--tp`: the workspace's split when not given; a contradiction is refused before any
+    process starts (re-sharding fused tensors would mean undoing the fusion)."""
+    split = workspace_tp(model_dir)
+    if requested is None:
+        return split or 1
+    if requested < 1:
+        raise ValueError(f"--tp must be >= 1, got {requested}")
+    if split is not None and split != requested:
+        raise ValueError(f"{model_dir} is split for --tp {split}, not {requested}: leave --tp out (or give --tp "
+                         f"{split}), or convert the Hugging Face checkpoint again with --tp {requested}")
+    return requested
 
 
 def parse_capabilities(text: str) -> list[str]:
@@ -117,6 +151,9 @@ def load_model_info(model_dir: str | Path, model_name: str | None = None,
     if model_name is not None:
         variant, size = parse_model_name(model_name)
         info = ModelInfo(model_name, variant, size, abilities_for(variant, size))
+        shape = _shape(model_dir)
+        if shape is not None:
+            check_name_fits(info, *shape)
     elif meta is not None:
         info = ModelInfo(meta["model_name"], meta["variant"], meta["size"], _validated(meta["capabilities"]))
     else:  # a plain checkpoint of unknown variant: plain completion is always safe

@@ -20,7 +20,7 @@ import kernels
 from .attention import AttentionMetadata, allocate_kv_cache, kv_block_bytes, warm_up_attention
 from .config import EngineConfig
 from .cuda_graphs import DecodeGraphs
-from .memory import gpu_kv_cache_budget
+from .memory import cpu_kv_cache_budget, gpu_kv_cache_budget
 from .model import LlamaModel, TensorParallel
 from .outputs import TokenLogprob
 from .sampler import SamplerOutput, SamplingTensors, sample, score
@@ -122,7 +122,7 @@ class ModelRunner:
         if self.device.type == "cuda":
             budget = gpu_kv_cache_budget(self.model, cfg, self.dtype, self.device)
         else:
-            budget = cfg.kv_cache_gib * (1 << 30)
+            budget = cpu_kv_cache_budget(cfg, self.block_bytes)
         blocks = int(budget // self.block_bytes)
         if self.model.tp.size > 1:  # every rank must have the same pool: the smallest
             agreed = torch.tensor([blocks], device=self.device)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .config import ModelConfig
 from .config import resolve_dtype
 from .model import LlamaModel, TensorParallel
-from .model_info import ModelInfo, check_name_fits, load_model_info, read_metadata, size_from_config
+from .model_info import ModelInfo, load_model_info, read_metadata, size_from_config
 from .model_source import resolve_model_dir
 from .quant import QuantScheme, read_quantization
 from .tokenizer import Tokenizer
@@ -118,8 +118,7 @@ def normalised_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:
 
 
 def _describe(hf_dir: Path, cfg: ModelConfig, model_name: str | None, capabilities: list[str] | None) -> ModelInfo:
-    info = load_model_info(hf_dir, model_name, capabilities)
-    check_name_fits(info, cfg.hidden_size, cfg.num_layers)
+    info = load_model_info(hf_dir, model_name, capabilities)  # refuses a name contradicting the shape
     if info.variant == "unknown":  # nobody named it: record the size its shape shows, if it is one
         info = ModelInfo(info.name, info.variant, size_from_config(cfg.hidden_size, cfg.num_layers) or "unknown",
                          info.capabilities)

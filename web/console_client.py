@@ -1,5 +1,6 @@
 """The console client's conversation with a running server: chat (history kept until `reset`),
-completion, or infilling (a <FILL> marker in the input), each answer streamed as it comes."""
+completion, Python (completion up to a new top-level statement) or infilling (a <FILL> marker
+in the input), each answer streamed as it comes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import TextIO
 
 import httpx
 
-from inference.prompts import split_fill
+from inference.output_processor import find_stop, partial_stop_length
+from inference.prompts import TOP_LEVEL_STOPS, split_fill
 
 DEFAULT_SYSTEM = "Provide answers in Python"
 
@@ -20,8 +22,9 @@ class ServerError(Exception):
 
 class ConsoleClient:
     def __init__(self, url: str, out: TextIO, api_key: str | None = None, sampling: dict | None = None):
-        base = url.rstrip("/")
+        base = (url if "://" in url else f"http://{url}").rstrip("/")  # "127.0.0.1:23333" works too
         base = base[:-3] if base.endswith("/v1") else base
+        self.url = base
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(10.0, read=None))
         self.out = out
@@ -53,6 +56,13 @@ class ConsoleClient:
     def complete(self, text: str) -> None:
         self._print_stream("/v1/completions", {"prompt": text}, lambda c: c["choices"][0]["text"])
 
+    def python(self, text: str) -> None:
+        """As the console's Python ability: the completion ends at a new top-level statement.
+        The stop strings are matched here (OpenAI's API takes at most four); leaving the stream
+        there makes the server abort the rest."""
+        self._print_stream("/v1/completions", {"prompt": text}, lambda c: c["choices"][0]["text"],
+                           stops=TOP_LEVEL_STOPS)
+
     def infill(self, text: str) -> None:
         prefix, suffix = split_fill(text)
         middle = self._print_stream("/v1/completions", {"prompt": prefix, "suffix": suffix},
@@ -61,18 +71,26 @@ class ConsoleClient:
 
     # --- streaming ----------------------------------------------------------------------------------
 
-    def _print_stream(self, path: str, body: dict, text_of) -> str:
-        """Stream a request's text to the console; returns it all. Leaving early (Ctrl-C) closes
-        the connection, which makes the server abort the request."""
-        parts = []
+    def _print_stream(self, path: str, body: dict, text_of, stops: list[str] = ()) -> str:
+        """Stream a request's text to the console, up to the first of `stops` (text that could
+        still become one is held back); returns it. Leaving early (a stop, Ctrl-C) closes the
+        connection, which makes the server abort the request."""
+        text, shown = "", 0
         for chunk in self._events(path, {**self.sampling, **body, "stream": True}):
-            if chunk["choices"]:
-                piece = text_of(chunk)
-                parts.append(piece)
-                self.out.write(piece)
-                self.out.flush()
-        self.out.write("\n")
-        return "".join(parts)
+            if not chunk["choices"]:
+                continue
+            new_from = len(text)
+            text += text_of(chunk)
+            stop_at = find_stop(text, new_from, stops) if stops else -1
+            end = stop_at if stop_at >= 0 else len(text) - partial_stop_length(text, stops)
+            self.out.write(text[shown:end])
+            self.out.flush()
+            shown = end
+            if stop_at >= 0:
+                text = text[:stop_at]
+                break
+        self.out.write(text[shown:] + "\n")
+        return text
 
     def _events(self, path: str, body: dict) -> Iterator[dict]:
         with self.http.stream("POST", path, json=body) as r:

@@ -17,6 +17,8 @@ class ServerSettings:
     # when the engine dies: False (the default) stops the server with a non-zero exit code, so that
     # a supervisor restarts it; True keeps answering (/health 503, new requests 503)
     keep_serving_on_engine_failure: bool = False
+    sse_ping: float = 15.0  # seconds without a byte on a stream before a `: ping` comment (0: never)
+    sse_send_timeout: float = 30.0  # seconds a client may take no stream data before it is dropped (0: never)
 
     def __post_init__(self) -> None:
         if self.max_queue < 0:
@@ -25,6 +27,8 @@ class ServerSettings:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
         if self.shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
+        if self.sse_ping < 0 or self.sse_send_timeout < 0:
+            raise ValueError("sse_ping and sse_send_timeout must be >= 0")
         if any(not k for k in self.api_keys):
             raise ValueError("an API key must not be empty")
         if self.admin_key == "":

@@ -6,22 +6,46 @@ from __future__ import annotations
 import argparse
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+# benchmark -> (what it measures, its options); every benchmark takes --shape and --out
+BENCHMARKS = {
+    "latency": "batch-1 decode tokens/s against the memory-bandwidth roofline, and the TTFT of long prompts",
+    "throughput": "offline output tokens/s for many requests (fixed and mixed lengths)",
+    "kernels": "the Triton kernels against the device's copy bandwidth",
+    "profile": "a torch profile of decode steps: where a step's time goes",
+    "serve": "streaming clients against the HTTP server (started here on the GPU, or --url: any running one)",
+}
+
+
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["latency", "throughput", "kernels", "profile", "serve"])
-    parser.add_argument("--shape", choices=["7b", "13b", "34b", "70b"], default="7b")
-    parser.add_argument("--out", help="also write the JSON record here")
-    parser.add_argument("--baseline", action="store_true",
-                        help="also time transformers' static-cache generate (compiles: minutes)")
-    parser.add_argument("--num-prompts", type=int, default=1000)
-    parser.add_argument("--mixed-prompts", type=int, default=1000, help="requests of the mixed-length set (0: skip)")
-    parser.add_argument("--max-num-seqs", type=int, default=256)
-    parser.add_argument("--enforce-eager", action="store_true", help="latency without CUDA graphs")
-    parser.add_argument("--batch", type=int, default=1, help="profile: decode batch size")
-    parser.add_argument("--concurrency", type=int, default=256, help="serve: concurrent streaming clients")
-    parser.add_argument("--url", help="serve: drive this running server instead of starting one")
-    parser.add_argument("--quant", choices=["awq", "int8"],
-                        help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
-    parser.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto", help="the KV cache's dtype")
+    sub = parser.add_subparsers(dest="what", required=True, metavar="BENCHMARK")
+    for name, text in BENCHMARKS.items():
+        p = sub.add_parser(name, help=text, description=text, formatter_class=_Formatter)
+        p.add_argument("--shape", choices=["7b", "13b", "34b", "70b"], default="7b",
+                       help="the Code Llama shape of the random-weight model")
+        p.add_argument("--out", help="also write the JSON record here")
+        if name in ("latency", "throughput"):
+            p.add_argument("--baseline", action="store_true",
+                           help="also time transformers' static-cache generate (compiles: minutes)")
+        if name in ("throughput", "serve"):
+            p.add_argument("--num-prompts", type=int, default=1000, help="requests to run")
+        if name == "throughput":
+            p.add_argument("--mixed-prompts", type=int, default=1000, help="requests of the mixed-length set (0: skip)")
+            p.add_argument("--max-num-seqs", type=int, default=256, help="sequences batched together")
+        if name == "latency":
+            p.add_argument("--enforce-eager", action="store_true", help="without CUDA graphs")
+        if name == "profile":
+            p.add_argument("--batch", type=int, default=1, help="decode batch size")
+        if name == "serve":
+            p.add_argument("--concurrency", type=int, default=256, help="concurrent streaming clients")
+            p.add_argument("--url", help="drive this running server instead of starting one (needs no GPU here)")
+        if name != "kernels":
+            p.add_argument("--quant", choices=["awq", "int8"],
+                           help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
+            p.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto", help="the KV cache's dtype")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         raise ValueError("benchmarks need a CUDA GPU")
     record = {"benchmark": args.what, "device": common.device_record()}
-    settings = dict(quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)  # the engine's, in every run
-    if args.what != "kernels":
+    settings = {}
+    if args.what != "kernels":  # the engine's settings, in every run of the others
+        settings = dict(quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)
         record["weights"], record["kv_cache_dtype"] = args.quant or "bfloat16", args.kv_cache_dtype
     copy_bw = common.copy_bandwidth()
     record["copy_bandwidth_tb_s"] = copy_bw / 1e12

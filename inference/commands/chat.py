@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from ..model_info import ABILITIES
 from ..prompts import DEFAULT_SYSTEM
 from .line_reader import LineReader
-from .options import (add_engine_options, add_model_identity_options, add_sampling_options, engine_kwargs,
-                      sampling_kwargs)
+from .options import (add_engine_options, add_model_identity_options, add_sampling_options, engine_cpu_threads,
+                      engine_kwargs, sampling_kwargs, use_cpu_threads)
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -32,22 +32,24 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="a workspace or Hugging Face directory (default: the embedded model)")
     parser.add_argument("--cap", choices=ABILITIES,
                         help="the ability to use (default: chat if the model has it, else completion)")
-    parser.add_argument("--sys-instruct", default=DEFAULT_SYSTEM, metavar="TEXT",
-                        help=f"chat: the system instruction (default {DEFAULT_SYSTEM!r}; '' for none)")
+    parser.add_argument("--sys-instruct", "--meta-instruct", default=DEFAULT_SYSTEM, metavar="TEXT",
+                        help=f"chat: the system instruction (default {DEFAULT_SYSTEM!r}; '' for none; "
+                             f"--meta-instruct is LMDeploy's newer name)")
     parser.add_argument("--suffix-first", action="store_true", help="infilling: suffix-prefix-middle order")
     parser.add_argument("--stop-at-top-level", action=argparse.BooleanOptionalAction,
                         help="completion / python: stop at a new top-level statement (default: on for python)")
     add_model_identity_options(parser)
-    add_engine_options(parser)
+    add_engine_options(parser, max_num_seqs=1, max_num_seqs_help="sequences batched together (one answer at a time)")
     add_sampling_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    kwargs = engine_kwargs(args, args.model)
     from .. import LLMEngine, SamplingParams
     from ..session import Session
 
-    engine = LLMEngine(args.model, model_name=args.model_name, capabilities=args.capabilities,
-                       **engine_kwargs(args))
+    use_cpu_threads(engine_cpu_threads(args))
+    engine = LLMEngine(args.model, model_name=args.model_name, capabilities=args.capabilities, **kwargs)
     ability = args.cap or ("chat" if "chat" in engine.model_info.capabilities else "completion")
     top_level = args.stop_at_top_level if args.stop_at_top_level is not None else ability == "python"
     session = Session(engine, ability, SamplingParams(**sampling_kwargs(args)), system=args.sys_instruct,

@@ -1,4 +1,5 @@
-"""`codellama convert [codellama] HF_DIR --dst DIR`: turn a Hugging Face checkpoint into a workspace."""
+"""`codellama convert HF_DIR --dst DIR`: turn a Hugging Face checkpoint into a workspace (LMDeploy's
+`convert codellama HF_DIR` works too)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from .options import add_model_identity_options
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="+", metavar="[codellama] HF_DIR",
+    parser.add_argument("hf_dir", metavar="HF_DIR",
                         help="the Hugging Face Llama / Code Llama directory (config.json, tokenizer.model, weights)")
     parser.add_argument("--dst", default="./workspace", help="the workspace to write (default ./workspace)")
     add_model_identity_options(parser)
@@ -26,13 +27,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    sources = args.args[1:] if args.args[0] == "codellama" and len(args.args) == 2 else args.args
-    if len(sources) != 1:
-        raise ValueError("expected [codellama] HF_DIR")
     from ..quant import read_quantization
     from ..workspace import convert
 
-    info = convert(sources[0], args.dst, model_name=args.model_name, capabilities=args.capabilities,
+    info = convert(args.hf_dir, args.dst, model_name=args.model_name, capabilities=args.capabilities,
                    tp=args.tp, dtype=args.dtype, force=args.force, progress=not args.no_progress, quant=args.quant,
                    calib=args.calib)
     quantized = read_quantization(args.dst)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from ..model_info import parse_capabilities
+from ..model_info import parse_capabilities, tensor_parallel_size
 
 
 def add_model_identity_options(parser: argparse.ArgumentParser) -> None:
@@ -25,14 +26,25 @@ class _CapabilitiesAction(argparse.Action):
             parser.error(f"{option_string}: {e}")
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
+def add_engine_options(parser: argparse.ArgumentParser, max_num_seqs: int = 256,
+                       max_num_seqs_names: tuple[str, ...] = ("--max-num-seqs",),
+                       max_num_seqs_help: str = "sequences batched together") -> None:
+    """`max_num_seqs*`: how this command names and defaults the batch limit (serve: LMDeploy's
+    --instance-num, 32)."""
     g = parser.add_argument_group("engine")
     g.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="default: bfloat16 on GPU, float32 on CPU")
     g.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
-    g.add_argument("--max-model-len", type=int, help="context window (default: the model's)")
-    g.add_argument("--max-num-seqs", type=int, default=256, help="sequences batched together (default 256)")
-    g.add_argument("--num-kv-blocks", type=int, help="fixed KV-cache pool size in blocks")
+    g.add_argument("--tp", type=int, metavar="N",
+                   help="tensor-parallel processes, one per GPU (default: what the workspace is split for, else 1)")
+    g.add_argument("--max-model-len", "--session-len", type=int, metavar="TOKENS",
+                   help="context window (default: the model's; --session-len is LMDeploy's name)")
+    g.add_argument(*max_num_seqs_names, dest="max_num_seqs", type=int, default=max_num_seqs, metavar="N",
+                   help=f"{max_num_seqs_help} (default {max_num_seqs})")
+    g.add_argument("--num-kv-blocks", type=int, help="fixed KV-cache pool size in blocks (default: GPU, what memory "
+                                                     "allows; CPU, enough for max-num-seqs full-length sequences)")
     g.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block (default 16)")
+    g.add_argument("--cpu-threads", type=int, metavar="N",
+                   help="CPU: torch threads of the engine (default: one fewer than this process's cores, at least 1)")
     g.add_argument("--no-prefix-caching", action="store_true", help="do not reuse cached prompt prefixes")
     g.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs (debugging)")
     g.add_argument("--load-format", choices=["auto", "random"], default="auto",
@@ -46,11 +58,43 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                         "(default auto: the model's dtype)")
 
 
-def engine_kwargs(args: argparse.Namespace) -> dict:
+def engine_kwargs(args: argparse.Namespace, model: str | None) -> dict:
+    """LLMEngine's keyword arguments; `--tp` defaults to the workspace's split (checked here,
+    before any process starts)."""
     return dict(dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
                 max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
                 enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
-                load_format=args.load_format, quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)
+                load_format=args.load_format, quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype,
+                tensor_parallel_size=tensor_parallel_size(model, args.tp))
+
+
+def engine_cpu_threads(args: argparse.Namespace) -> int | None:
+    """Torch threads for an engine on the CPU (None on a GPU, where they do not matter).
+    One fewer than the cores this process may use, so that the other process of `serve` (or
+    whatever else runs) keeps a core: an OpenMP pool that has to share its cores spins and
+    waits on the slowest thread, which made one request 8-10x slower under load (README)."""
+    if args.cpu_threads is not None:
+        if args.cpu_threads < 1:
+            raise ValueError(f"--cpu-threads must be >= 1, got {args.cpu_threads}")
+        return args.cpu_threads
+    device = args.device or ("cpu" if not _cuda_available() else "cuda")
+    if not device.startswith("cpu"):
+        return None
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def use_cpu_threads(threads: int | None) -> None:
+    """Give this process's torch `threads` threads (an engine running here)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, max_tokens: int | None = 256) -> None:

@@ -65,9 +65,30 @@ def test_capability_lists_are_validated():
         ModelInfo("m", "base", "7b", ("completion",)).require("fly")
 
 
-def test_names_that_are_not_code_llama_and_sizes_that_contradict_the_checkpoint():
-    with pytest.raises(ValueError, match="cannot tell variant and size"):
-        parse_model_name("gpt2")
+@pytest.mark.parametrize("name,expected", [
+    ("codellama-7B-INSTRUCT", ("instruct", "7b")), ("CodeLlama-70b-Python-hf", ("python", "70b")),
+    ("codellama/CodeLlama-13b-hf", ("base", "13b")), ("CODELLAMA-34B-HF", ("base", "34b")),
+])
+def test_the_familys_names_in_any_case_with_or_without_hf(name, expected):
+    assert parse_model_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama-2-7b", "CodeLlama-9b-Instruct", "CodeLlama-7b-Chat-hf",
+                                  "my-CodeLlama-7b-hf-finetune"])
+def test_other_names_are_refused_with_the_list(name):
+    with pytest.raises(ValueError, match="is not a Code Llama model name; use one of CodeLlama-7b") as e:
+        parse_model_name(name)
+    assert "CodeLlama-70b-Instruct[-hf]" in str(e.value)
+
+
+def test_a_name_whose_size_contradicts_the_checkpoint_is_refused_when_loading(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 5120, "num_hidden_layers": 40}))
+    assert load_model_info(tmp_path, "CodeLlama-13b-hf").size == "13b"
+    with pytest.raises(ValueError, match="says 7b, but config.json .* is a 13b model"):
+        load_model_info(tmp_path, "CodeLlama-7b-Instruct-hf")
+
+
+def test_sizes_that_contradict_the_checkpoint():
     named_7b = ModelInfo("CodeLlama-7b-hf", "base", "7b", ("completion",))
     check_name_fits(named_7b, 4096, 32)
     check_name_fits(named_7b, 256, 4)  # not a released shape: nothing to contradict

@@ -10,15 +10,16 @@ import sys
 
 from inference.commands.options import add_sampling_options, sampling_kwargs
 
-CAPS = ("chat", "completion", "infilling")
+CAPS = ("chat", "completion", "infilling", "python")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:23333")
+    parser.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:23333 (or 127.0.0.1:23333)")
     parser.add_argument("--api-key", help="sent as `Authorization: Bearer KEY`")
     parser.add_argument("--cap", choices=CAPS,
                         help="what to ask for (default: chat when the model can, else completion)")
-    parser.add_argument("--sys-instruct", help='chat: the system instruction (default "Provide answers in Python")')
+    parser.add_argument("--sys-instruct", "--meta-instruct",
+                        help='chat: the system instruction (default "Provide answers in Python"; \'\' for none)')
     add_sampling_options(parser)
 
 
@@ -36,17 +37,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         card = client.model()
     except (httpx.HTTPError, ServerError) as e:
-        raise ValueError(f"cannot reach a server at {args.url}: {e}") from None
+        raise ValueError(f"cannot reach a server at {client.url}: {e}") from None
     cap = args.cap or ("chat" if "chat" in card["capabilities"] else "completion")
     system = args.sys_instruct if args.sys_instruct is not None else DEFAULT_SYSTEM
     ask = {"chat": lambda text: client.chat(text, system), "completion": client.complete,
-           "infilling": client.infill}[cap]
-    print(f"{card['id']} at {args.url} ({cap}). End your input with a line !!; "
-          f"'reset' starts over, 'exit' or Ctrl-D quits.", flush=True)
+           "infilling": client.infill, "python": client.python}[cap]
+    interactive = sys.stdin.isatty()
+    if interactive:  # piped input gets answers only, as `codellama chat` does
+        print(f"{card['id']} at {client.url} ({cap}). End your input with a line !!; "
+              f"'reset' starts over, 'exit' or Ctrl-D quits, Ctrl-C stops an answer.", flush=True)
     try:
         while True:
             try:
-                text = read_input()
+                text = read_input() if interactive else read_input(prompt="", more="")
             except KeyboardInterrupt:
                 print()
                 continue
