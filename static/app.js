@@ -1,6 +1,19 @@
-// The little the pages need beyond htmx: Ctrl-Enter sends, Esc stops, copy buttons, and the
-// message box cleared once a message is sent. No framework.
+// The little the pages need beyond htmx: Ctrl-Enter sends, Esc stops, copy buttons, the
+// message box cleared once a message is sent, and tabs that follow the address (/#infill).
+// No framework.
 "use strict";
+
+// A tab named in the address (/#infill; the server reads ?tab=infill) is selected; choosing a
+// tab puts it in the address, so it can be linked and survives a reload.
+function selectTabFromAddress() {
+  var tab = document.getElementById("tab-" + decodeURIComponent(location.hash.slice(1)));
+  if (tab && tab.name === "tab" && !tab.disabled) tab.checked = true;
+}
+selectTabFromAddress();
+window.addEventListener("hashchange", selectTabFromAddress);
+document.addEventListener("change", function (event) {
+  if (event.target.name === "tab" && event.target.checked) history.replaceState(null, "", "#" + event.target.value);
+});
 
 document.addEventListener("keydown", function (event) {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target.closest("form.send")) {

@@ -140,7 +140,19 @@ def page_model(tmp_path_factory) -> tuple[Script, Path]:
 def page_engine(model_dir: Path, **kwargs) -> LLMEngine:
     """An engine over the pages' scripted model, with all its abilities declared."""
     return LLMEngine(model_dir, num_kv_blocks=kwargs.pop("num_kv_blocks", 128), max_model_len=1024,
-                     capabilities=["completion", "infilling", "chat"], **kwargs)
+                     capabilities=kwargs.pop("capabilities", ["completion", "infilling", "chat"]), **kwargs)
+
+
+PYTHON_PROMPT = "def double(x):\n    return x"  # python_model completes it with " * f\ndef main():"
+
+
+@pytest.fixture(scope="session")
+def python_model(tmp_path_factory) -> Path:
+    """A scripted model whose completion of PYTHON_PROMPT runs on into a new top-level `def`."""
+    tok = Tokenizer(OWN_TOKENIZER)
+    ids = [tok.sp.piece_to_id(p) for p in ["▁x", "▁*", "▁f", "<0x0A>", "def", "▁main", "(", ")", ":", "</s>"]]
+    assert tok.encode(PYTHON_PROMPT, bos=True)[-1] == ids[0]
+    return scripted_llama(tmp_path_factory.mktemp("python") / "python-codellama", chain(ids))
 
 
 @pytest.fixture(scope="session")

@@ -176,6 +176,35 @@ def test_an_infill_round_trip_shows_the_whole_code_with_the_middle_marked(browse
     browser.save_screenshot(str(ARTIFACTS / "pages-infill.png"))
 
 
+# Records, whenever the DOM changes while an answer streams, whether the Fill button is disabled.
+WATCH_BUTTON = """
+window.disabledWhileStreaming = [];
+new MutationObserver(() => {
+  if (document.querySelector('.streaming')) window.disabledWhileStreaming.push(document.getElementById('infill-send').disabled);
+}).observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true});
+"""
+
+
+def test_fill_waits_for_its_answer_and_a_refused_request_clears_the_old_one(browser, server):
+    browser.get(server.url + "/#infill")  # a linked tab
+    assert js(browser, "return document.getElementById('tab-infill').checked")
+    js(browser, WATCH_BUTTON)
+    browser.find_element(By.ID, "infill-send").click()
+    until(browser, lambda: js(browser, "return !!document.querySelector('#infill-result .result:not(.streaming)')"))
+    seen = js(browser, "return window.disabledWhileStreaming")
+    assert seen and all(seen), seen  # no second answer can be started while one streams
+    assert browser.find_element(By.ID, "infill-send").is_enabled()
+
+    box = browser.find_element(By.NAME, "code")
+    box.clear()
+    box.send_keys("def f(): pass")  # no <FILL>: refused
+    browser.find_element(By.ID, "infill-send").click()
+    until(browser, lambda: "no <FILL> marker" in browser.find_element(By.ID, "infill-status").text)
+    assert js(browser, "return document.getElementById('infill-result').textContent") == ""
+    browser.find_element(By.CSS_SELECTOR, "label[for=tab-complete]").click()  # the address follows the tab
+    assert js(browser, "return location.hash") == "#complete"
+
+
 def test_admin_numbers_change_after_a_request(browser, server, page_model):
     script, _ = page_model
     browser.get(server.url + "/admin")

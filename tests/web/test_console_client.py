@@ -6,10 +6,15 @@ import os
 import sys
 from pathlib import Path
 
+import subprocess
+
 import pexpect
 import pytest
 
-from .conftest import pool_full, wait_for
+from inference import LLMEngine
+from web.settings import ServerSettings
+
+from .conftest import PYTHON_PROMPT, LiveServer, pool_full, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _spawn(url: str, *flags: str) -> pexpect.spawn:
     child = pexpect.spawn(sys.executable, ["-m", "inference.cli", "client", url, *flags], cwd=str(ROOT),
                           env={**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}, encoding="utf-8", timeout=30)
-    child.expect_exact("'exit' or Ctrl-D quits.")
+    child.expect_exact("'exit' or Ctrl-D quits, Ctrl-C stops an answer.")
     return child
 
 
@@ -107,3 +112,29 @@ def test_an_unreachable_server_is_a_clear_error():
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 2
+
+
+@pytest.fixture(scope="module")
+def python_server(python_model):
+    engine = LLMEngine(python_model, num_kv_blocks=64, max_model_len=256, capabilities=["completion", "python"])
+    server = LiveServer(engine, ServerSettings()).start()
+    yield server
+    server.stop()
+
+
+def test_python_stops_at_a_new_top_level_statement_and_the_server_aborts_the_rest(python_server):
+    child = _spawn(python_server.url.removeprefix("http://"), "--cap", "python", "--temperature", "0")  # no scheme
+    _send_input(child, *PYTHON_PROMPT.split("\n"))
+    _next_prompt(child)
+    assert child.before.split("!!\r\n", 1)[-1] == " * f\r\n"  # not "\ndef main():"
+    assert wait_for(lambda: pool_full(python_server.engine))
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+
+
+def test_piped_input_prints_answers_only(python_server):
+    done = subprocess.run([sys.executable, "-m", "inference.cli", "client", python_server.url, "--cap", "completion",
+                           "--temperature", "0"], input=PYTHON_PROMPT + "\n!!\n", capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == " * f\ndef main():\n"  # no banner, no prompts, the whole completion

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 
 from inference import LLMEngine
 from inference.prompts import chat_prompt
-from tests.web.conftest import page_engine, pool_full, wait_for
+from tests.web.conftest import PYTHON_PROMPT, page_engine, pool_full, wait_for
 from tests.web.page_script import COMPLETION_PROMPT
 from tests.web.sse_events import parse_events
 from web.app import create_app
@@ -34,7 +34,7 @@ def client(app):
 
 
 def stream_key(fragment: str) -> str:
-    return re.search(r'sse-connect="/playground/stream/(\w+)"', fragment).group(1)
+    return re.search(r'sse-connect="/playground/stream/(\w+)\?kind=\w+"', fragment).group(1)
 
 
 def answer_events(client, fragment: str) -> tuple[list[str], str]:
@@ -129,15 +129,32 @@ def test_infill_streams_the_middle_between_the_given_code(client, page_model):
 def test_complete_streams_the_continuation_after_the_prompt(client, page_model):
     script, _ = page_model
     r = client.post("/playground/complete", data={"prompt": COMPLETION_PROMPT})
+    # the tab's button is disabled while the answer streams, and enabled with the finished answer
+    assert '<button id="complete-send" type="submit" hx-swap-oob="true" disabled>Complete</button>' in r.text
     tokens, done = answer_events(client, r.text)
+    assert '<button id="complete-send" type="submit" hx-swap-oob="true">Complete</button>' in done
     assert html.unescape("".join(tokens)) == script.completion_text
     assert re.search(r'<span class="given">def add\(a, b\):</span><mark>(.*?)</mark>', done).group(1) == \
         html.escape(script.completion_text, quote=False)
     assert "max tokens reached" not in done
 
 
+def test_the_python_tab_stops_at_a_new_top_level_statement(python_model):
+    with TestClient(create_app(page_engine(python_model, capabilities=["completion", "python"]))) as client:
+        page = client.get("/?tab=python").text  # a linked tab is the one selected
+        assert re.search(r'id="tab-python" value="python" checked>', page) and 'id="python-form"' in page
+        r = client.post("/playground/python", data={"prompt": PYTHON_PROMPT, "temperature": "0"})
+        assert 'id="python-send" type="submit" hx-swap-oob="true" disabled' in r.text
+        tokens, done = answer_events(client, r.text)
+        mark = re.search(r"<mark>(.*?)</mark>", done, re.S).group(1)
+        assert html.unescape(mark) == " * f"  # not "\ndef main():", which the same prompt completes to
+        assert 'id="python-send" type="submit" hx-swap-oob="true">' in done
+        assert "checked" not in re.search(r'<input[^>]*id="tab-python"[^>]*>', client.get("/?tab=nope").text).group(0)
+
+
 @pytest.mark.parametrize("route,form,status,target,message", [
     ("infill", {"code": "def f(): pass"}, 400, "#infill-status", "no &lt;FILL&gt; marker"),
+    ("python", {"prompt": "x"}, 400, "#python-status", "python needs to know which Code Llama this is"),
     ("infill", {"code": "<FILL> and <FILL>"}, 400, "#infill-status", "more than one &lt;FILL&gt; marker"),
     ("chat", {"message": "  "}, 400, "#chat-status", "the message is empty"),
     ("complete", {"prompt": "x", "temperature": "hot"}, 400, "#complete-status", "temperature must be a number"),
@@ -149,6 +166,9 @@ def test_bad_requests_come_back_as_an_error_in_the_form(client, route, form, sta
     r = client.post(f"/playground/{route}", data=form)
     assert r.status_code == status and r.headers["hx-retarget"] == target and r.headers["hx-reswap"] == "innerHTML"
     assert message in r.text and 'role="alert"' in r.text
+    # a code tab's previous answer is cleared, lest it read as this request's; a chat keeps its conversation
+    cleared = f'<div id="{route}-result" hx-swap-oob="innerHTML"></div>'
+    assert (cleared in r.text) == (route != "chat") and "conversation" not in r.text
     assert client.app.state.serving.accounting.responses[("POST", f"/playground/{route}", status)] == before + 1
     assert pool_full(client.app.state.serving.front.engine)
 
@@ -160,7 +180,7 @@ def test_stop_before_the_stream_starts_ends_it_and_the_stream_says_so(client):
     key = stream_key(r.text)
     assert client.post(f"/playground/stop/{key}").status_code == 204
     assert client.post(f"/playground/stop/{key}").status_code == 404
-    events = parse_events(client.get(f"/playground/stream/{key}").text)
+    events = parse_events(client.get(f"/playground/stream/{key}?kind=chat").text)
     assert [name for name, _ in events] == ["done"] and "no longer available" in events[0][1]
     assert 'id="chat-send" type="submit" hx-swap-oob="true">' in events[0][1]  # Send is enabled again
     assert serving.accounting.ended_early["stopped"] == stopped + 1

@@ -1,7 +1,7 @@
-"""The playground at /: Chat | Infill | Complete, each answer streamed over SSE.
+"""The playground at /: Chat | Infill | Complete | Python, each answer streamed over SSE.
 
-    GET  /                           the page (the tabs of the abilities the model lacks say why)
-    POST /playground/{chat,infill,complete}   start an answer: a fragment that streams it, or an error
+    GET  /[?tab=infill]              the page (the tabs of the abilities the model lacks say why)
+    POST /playground/{chat,infill,complete,python}   start an answer: a fragment that streams it, or an error
     GET  /playground/stream/{id}     the answer's server-sent events (see streams.py)
     POST /playground/stop/{id}       the Stop button
     GET  /playground/reset           an empty conversation
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.plugins.htmx import HTMXTemplate
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from inference.prompts import DEFAULT_SYSTEM, chat_prompt, completion_prompt, infill_prompt, split_fill
+from inference.prompts import DEFAULT_SYSTEM, chat_prompt, completion_prompt, infill_prompt, python_prompt, split_fill
 
 from ..errors import APIError, bad_request
 from ..generation import SampledPrompt
@@ -40,7 +40,8 @@ class Tab:
     disabled_reason: str | None
 
 
-TABS = (("chat", "Chat", "chat"), ("infill", "Infill", "infilling"), ("complete", "Complete", "completion"))
+TABS = (("chat", "Chat", "chat"), ("infill", "Infill", "infilling"), ("complete", "Complete", "completion"),
+        ("python", "Python", "python"))
 ABILITY = {key: ability for key, _, ability in TABS}
 
 
@@ -98,10 +99,13 @@ def _chat_messages(form) -> list[dict]:
     return messages + [{"role": "user", "content": _text(form, "message", "the message")}]
 
 
-def _error(e: APIError, status_id: str) -> Response:
-    """A refused request as a fragment in the form's status line, with its real status code."""
-    return HTMXTemplate(template_name="partials/error.html", context={"message": e.detail},
-                        status_code=e.status_code, headers=e.headers or {}, re_target=f"#{status_id}",
+def _error(e: APIError, kind: str) -> Response:
+    """A refused request as a fragment in the form's status line, with its real status code. A
+    code tab's previous answer is cleared, lest it read as this request's (a chat keeps its
+    conversation)."""
+    return HTMXTemplate(template_name="partials/error.html",
+                        context={"message": e.detail, "clear": None if kind == "chat" else f"{kind}-result"},
+                        status_code=e.status_code, headers=e.headers or {}, re_target=f"#{kind}-status",
                         re_swap="innerHTML")
 
 
@@ -110,9 +114,10 @@ class PlaygroundController(Controller):
     include_in_schema = False
 
     @get("/", sync_to_thread=False)
-    def page(self, serving: NamedDependency[ServerState]) -> Template:
+    def page(self, serving: NamedDependency[ServerState], tab: FromQuery[str | None] = None) -> Template:
         tabs = _tabs(serving)
-        first = next((t.key for t in tabs if t.disabled_reason is None), None)
+        usable = [t.key for t in tabs if t.disabled_reason is None]
+        first = tab if tab in usable else next(iter(usable), None)
         return Template(template_name="playground.html",
                         context={"tabs": tabs, "selected": first, "system": DEFAULT_SYSTEM, "defaults": DEFAULTS,
                                  "model": serving.model_info})
@@ -128,7 +133,7 @@ class PlaygroundController(Controller):
             prompt, before, after, context = await serving.make_prompt(lambda: build(form), texts)
             generation = serving.generate([SampledPrompt(prompt, _params(form))], None, ABILITY[kind])
         except APIError as e:
-            return _error(e, f"{kind}-status")
+            return _error(e, kind)
         streams.add(PageAnswer(generation, kind, before, after))
         return Template(template_name="partials/chat_start.html" if kind == "chat" else "partials/code_start.html",
                         context={"id": generation.id, "kind": kind, "before": before, "after": after, **context})
@@ -163,9 +168,19 @@ class PlaygroundController(Controller):
 
         return await self._start(request, serving, streams, "complete", build)
 
+    @post("/playground/python")
+    async def python(self, request: Request, serving: NamedDependency[ServerState],
+                     streams: NamedDependency[PageStreams]) -> Response:
+        def build(form):  # as the console's Python ability: up to a new top-level statement
+            text = _text(form, "prompt", "the prompt")
+            with bad_request("prompt"):
+                return python_prompt(serving.tokenizer, text, stop_at_top_level=True), text, "", {}
+
+        return await self._start(request, serving, streams, "python", build)
+
     @get("/playground/stream/{key:str}")
-    async def stream(self, key: FromPath[str], request: Request,
-                     streams: NamedDependency[PageStreams]) -> ServerSentEvent:
+    async def stream(self, key: FromPath[str], request: Request, streams: NamedDependency[PageStreams],
+                     kind: FromQuery[str | None] = None) -> ServerSentEvent:
         answer = streams.claim(key)
         engine = request.app.template_engine
 
@@ -176,7 +191,7 @@ class PlaygroundController(Controller):
                 finish_reason=finish_reason, note=note, stats=stats)
 
         if answer is None:  # ended, or a reconnect after a lost connection: say so, once
-            gone = engine.get_template("partials/answer_gone.html").render()
+            gone = engine.get_template("partials/answer_gone.html").render(kind=kind if kind in ABILITY else None)
             return ServerSentEvent([ServerSentEventMessage(data=gone, event="done")])
         answer.generation.watch(request.receive)
         return streams.stream(answer, render_done)

@@ -29,7 +29,7 @@ def stopped() -> APIError:
 @dataclass(frozen=True, slots=True)
 class PageAnswer:
     generation: Generation
-    kind: str  # "chat", "infill" or "complete": which finished form the page shows
+    kind: str  # "chat", "infill", "complete" or "python": which finished form the page shows
     before: str = ""  # shown before the answer: the prompt, or the code before the hole
     after: str = ""  # shown after it: the code after the hole
 
