@@ -3,6 +3,7 @@ in a background thread, over a real engine. Each test module builds the servers 
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -23,11 +24,14 @@ from web.settings import ServerSettings
 
 
 class LiveServer:
-    def __init__(self, engine: LLMEngine | EngineFront, settings: ServerSettings | None = None):
+    def __init__(self, engine: LLMEngine | EngineFront, settings: ServerSettings | None = None,
+                 sock: socket.socket | None = None):
+        """`sock`: a bound socket to serve on (default: a free port of 127.0.0.1)."""
         self.engine = engine
         self.app = create_app(engine, settings or ServerSettings())
         self.server = make_server(self.app, "127.0.0.1", 0, log_level="warning")
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock] if sock else None},
+                                       name="uvicorn", daemon=True)
         self.url = ""
 
     @property

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 import pytest
 
 from inference import LLMEngine
 from tests.models import tiny_llama
+from web.server import bind
 from web.settings import ServerSettings
 
 from .conftest import LiveServer, pool_full, wait_for
@@ -21,20 +23,33 @@ from .conftest import LiveServer, pool_full, wait_for
 def server(tmp_path_factory):
     model = tiny_llama(tmp_path_factory.mktemp("keepalive") / "tiny", max_pos=8192)[0]
     engine = LLMEngine(model, num_kv_blocks=1024, max_model_len=8192, max_num_seqs=1)  # one at a time: others wait
-    server = LiveServer(engine, ServerSettings(sse_ping=0.2, sse_send_timeout=1.0)).start()
+    step = engine.step
+
+    def paced_step():  # 2 ms a token: the first request lasts long enough to queue another behind it
+        time.sleep(0.002)
+        return step()
+
+    engine.step = paced_step
+    sock = bind("127.0.0.1", 0)
+    # a small send buffer (accepted sockets inherit it): a client that reads nothing blocks the
+    # server's sends after tens of kilobytes, not after the megabytes Linux would otherwise buffer
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server = LiveServer(engine, ServerSettings(sse_ping=0.2, sse_send_timeout=1.0), sock).start()
     yield server
     server.stop()
 
 
 def _long_request(max_tokens: int) -> bytes:
-    return json.dumps({"prompt": "import os", "max_tokens": max_tokens, "ignore_eos": True, "stream": True}).encode()
+    return json.dumps({"prompt": "import os", "max_tokens": max_tokens, "ignore_eos": True, "stream": True,
+                       "logprobs": 5}).encode()  # about 1 kB an event
 
 
 def test_a_queued_stream_gets_pings_until_its_first_token(server):
     with httpx.Client(base_url=server.url, timeout=60) as http, \
             http.stream("POST", "/v1/completions", content=_long_request(1500),
                         headers={"content-type": "application/json"}) as first:
-        next(first.iter_lines())  # the first stream holds the engine's one sequence
+        first_lines = first.iter_lines()
+        next(first_lines)  # the first stream holds the engine's one sequence (kept open: its iterator is kept)
         with http.stream("POST", "/v1/completions", json={"prompt": "x", "max_tokens": 2, "stream": True}) as queued:
             lines = []
             for line in queued.iter_lines():
