@@ -76,82 +76,87 @@ class StalledClient(Exception):
 
 
 class KeepAlive:
-    """Wraps a streaming response's `send`: a timer every half period checks whether the stream
-    has been quiet for `ping` seconds (then a ping is sent, under the same lock as the stream's
-    own sends) or one of its sends has waited `send_timeout` seconds (then the stream's task is
-    cancelled, the response ends without its last chunk, which makes the server close the
-    connection, and the events' cleanup aborts the request)."""
+    """Wraps a streaming response's `send`. A timer every `period` seconds compares the number of
+    sends with the last tick's: a stream that sent nothing for `ping` seconds gets a ping; one
+    whose send has not returned for `send_timeout` seconds has its task cancelled (the response
+    ends without its last chunk, so the server closes the connection, and the events' cleanup
+    aborts the request). A send itself only counts and flags, so a token pays next to nothing.
+
+    A ping may run beside the stream's own send: uvicorn writes each message whole, after
+    waiting (in order) for the transport to drain, and no ping starts once the last chunk was
+    handed over."""
 
     def __init__(self, response: ASGIResponse, ping: float, send_timeout: float):
         self.response, self.ping, self.send_timeout = response, ping, send_timeout
-        self._period = min(t for t in (ping, send_timeout) if t) / 2
+        self.period = min(t for t in (ping, send_timeout) if t) / 2
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = _Sends(send, asyncio.get_running_loop())
-        timer = state.loop.call_later(self._period, self._tick, state)
-        state.timer = timer
+        sends = _Sends(send)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.period, self._tick, sends, loop)
+        sends.timer = timer
         try:
-            await self.response(scope, receive, state.send)
+            await self.response(scope, receive, sends.send)
         except BaseException as e:
-            if not state.stalled or not _caused_by(e, StalledClient):
+            if not sends.stalled or not _caused_by(e, StalledClient):
                 raise
             log.warning("dropped a client that took no stream data for %g s", self.send_timeout)
             aclose = getattr(self.response.iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
         finally:
-            state.finished = True
-            state.timer.cancel()
+            sends.finished = True
+            sends.timer.cancel()
 
-    def _tick(self, state: "_Sends") -> None:
-        if state.finished:
+    def _tick(self, sends: "_Sends", loop: asyncio.AbstractEventLoop) -> None:
+        if sends.finished:
             return
-        now = state.loop.time()
-        if state.sending_since is not None:
-            if self.send_timeout and now - state.sending_since >= self.send_timeout and not state.stalled:
-                state.stalled = True
-                state.task.cancel()
-        elif self.ping and now - state.last >= self.ping and state.started:
-            state.last = now
-            state.loop.create_task(state.send_ping())
-        state.timer = state.loop.call_later(self._period, self._tick, state)
+        moved, sends.seen = sends.count != sends.seen, sends.count
+        sends.quiet_for = 0.0 if moved else sends.quiet_for + self.period
+        if sends.in_send:
+            if self.send_timeout and sends.quiet_for >= self.send_timeout:
+                sends.stalled = True
+                sends.task.cancel()
+                return
+        elif self.ping and sends.quiet_for >= self.ping and sends.started:
+            sends.quiet_for = 0.0
+            loop.create_task(sends.send_ping())
+        sends.timer = loop.call_later(self.period, self._tick, sends, loop)
 
 
 class _Sends:
-    """One stream's sends: when the last one ended, whether one is waiting, and its task."""
+    """One stream's sends: how many began, whether one is waiting, and the task sending."""
 
-    def __init__(self, send: Send, loop: asyncio.AbstractEventLoop):
-        self._send, self.loop = send, loop
-        self.lock = asyncio.Lock()
-        self.last = loop.time()
-        self.sending_since: float | None = None
+    def __init__(self, send: Send):
+        self._send = send
+        self.count = self.seen = 0
+        self.quiet_for = 0.0  # seconds (in timer periods) since the count last moved
+        self.in_send = self.started = self.finished = self.stalled = False
         self.task: asyncio.Task | None = None
-        self.started = self.finished = self.stalled = False
         self.timer: asyncio.TimerHandle | None = None
 
     async def send(self, message: Message) -> None:
-        self.task = asyncio.current_task()
-        self.sending_since = self.loop.time()
+        self.count += 1
+        self.started, self.task = True, asyncio.current_task()  # the body's sends run in a task of their own
+        self.finished = message["type"] == "http.response.body" and not message.get("more_body", False)
+        self.in_send = True
         try:
-            async with self.lock:
-                self.started = True
-                self.finished = message["type"] == "http.response.body" and not message.get("more_body", False)
-                await self._send(message)
+            await self._send(message)
         except asyncio.CancelledError:
             if not self.stalled:
                 raise
             self.task.uncancel()  # this cancellation is ours, and ends here as StalledClient
             raise StalledClient() from None
         finally:
-            self.last, self.sending_since = self.loop.time(), None
+            self.in_send = False
 
     async def send_ping(self) -> None:
-        async with self.lock:
-            if self.started and not self.finished:
-                try:
-                    await self._send(PING)
-                except (OSError, RuntimeError):  # the connection is gone: the stream's own send says so
-                    pass
+        if self.finished:
+            return
+        try:
+            await self._send(PING)
+        except (OSError, RuntimeError):  # the connection is gone: the stream's own send says so
+            pass
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
