@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 from .attention import AttentionMetadata
 from .config import EngineConfig
 from .model import TensorParallel
+from .model_info import tensor_parallel_size
 from .process_guard import die_with_parent
 from .runner import ModelRunner, StepInputs
 from .scheduler import Batch
@@ -144,6 +145,7 @@ class TensorParallelRunner(ModelRunner):
         if device.type == "cuda" and device.index + world > torch.cuda.device_count():
             raise ValueError(f"tensor parallelism over {world} GPUs needs {world} GPUs from {device}; "
                              f"this machine has {torch.cuda.device_count()}")
+        tensor_parallel_size(config.model_dir, world)  # a workspace split for another size: refused before any process
         check = TensorParallel(0, world)  # refuse an impossible split before starting any process
         model_config = config.model_config
         check.shard(model_config.num_heads, "num_attention_heads")
