@@ -11,7 +11,7 @@ from tests.models import tiny_llama
 def test_the_pool_holds_max_num_seqs_sequences_of_max_model_len(tmp_path):
     model = tiny_llama(tmp_path / "tiny", max_pos=1024)[0]
     engine = LLMEngine(model, device="cpu", max_model_len=200, max_num_seqs=3)
-    assert engine.blocks.num_blocks == 3 * 13  # 200 tokens are 13 blocks of 16
+    assert engine.runner.num_blocks == 3 * 13  # 200 tokens are 13 blocks of 16
     assert engine.runner.kv_cache.numel() * engine.runner.kv_cache.element_size() == 39 * engine.runner.block_bytes
 
 
