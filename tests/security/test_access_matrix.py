@@ -21,7 +21,8 @@ WHO = {
     ("POST", "/v1/chat/completions"): USER, ("POST", "/infill"): USER, ("POST", "/tokenize"): USER,
     ("POST", "/detokenize"): USER,
     ("GET", "/"): USER, ("POST", "/playground/chat"): USER, ("POST", "/playground/infill"): USER,
-    ("POST", "/playground/complete"): USER, ("GET", "/playground/stream/{key:str}"): USER,
+    ("POST", "/playground/complete"): USER, ("POST", "/playground/python"): USER,
+    ("GET", "/playground/stream/{key:str}"): USER,
     ("POST", "/playground/stop/{key:str}"): USER, ("GET", "/playground/reset"): USER,
     ("GET", "/admin"): OPERATOR, ("GET", "/admin/live"): OPERATOR, ("GET", "/metrics"): OPERATOR,
 }
