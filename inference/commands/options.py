@@ -72,7 +72,8 @@ def engine_cpu_threads(args: argparse.Namespace) -> int | None:
     """Torch threads for an engine on the CPU (None on a GPU, where they do not matter).
     One fewer than the cores this process may use, so that the other process of `serve` (or
     whatever else runs) keeps a core: an OpenMP pool that has to share its cores spins and
-    waits on the slowest thread, which made one request 8-10x slower under load (README)."""
+    waits on the slowest thread: one request took about 60 s instead of 1-8 s on a loaded 2-core
+    machine (BENCHMARKS.md, "CPU threads")."""
     if args.cpu_threads is not None:
         if args.cpu_threads < 1:
             raise ValueError(f"--cpu-threads must be >= 1, got {args.cpu_threads}")
