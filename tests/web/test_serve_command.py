@@ -78,12 +78,18 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
     (["serve", "./ws", "127.0.0.1", "8000", "--port", "9000"], "port given twice"),
     (["serve", "api_server", "./ws", "--quant_policy", "4"], "--quant_policy is LMDeploy's and has no counterpart"),
     (["chat", "turbomind", "./ws", "--backend", "turbomind"], "--backend is LMDeploy's"),
-    (["serve", "--tp", "3", "--port", "0"], "is not divisible by the tensor-parallel size 3"),
 ])
 def test_contradictions_and_lmdeploy_only_flags_are_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"codellama {argv[0]}: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_an_impossible_tensor_parallel_split_is_one_line(capsys, random_model):
+    assert main(["serve", str(random_model), "--tp", "3", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("codellama serve: error: ") and err.count("\n") == 1, err
+    assert "is not divisible by the tensor-parallel size 3" in err
 
 
 def test_model_identity_options_read_as_chat_reads_them():
