@@ -15,9 +15,10 @@ def test_the_pool_holds_max_num_seqs_sequences_of_max_model_len(tmp_path):
     assert engine.runner.kv_cache.numel() * engine.runner.kv_cache.element_size() == 39 * engine.runner.block_bytes
 
 
-def test_a_fixed_size_or_a_window_memory_cannot_hold():
-    config = EngineConfig(max_model_len=4096, max_num_seqs=8)
-    assert cpu_kv_cache_budget(EngineConfig(kv_cache_gib=0.5), block_bytes=1 << 20) == 1 << 29
+def test_a_fixed_size_or_a_window_memory_cannot_hold(tmp_path):
+    model = tiny_llama(tmp_path / "tiny", max_pos=4096)[0]
+    config = EngineConfig(model, max_model_len=4096, max_num_seqs=8)
+    assert cpu_kv_cache_budget(EngineConfig(model, kv_cache_gib=0.5), block_bytes=1 << 20) == 1 << 29
     assert cpu_kv_cache_budget(config, block_bytes=1024) == 8 * 256 * 1024
     with pytest.raises(ValueError, match="one 4096-token sequence needs .* GiB of KV cache, but only .* lower --max-model-len"):
         cpu_kv_cache_budget(config, block_bytes=1 << 40)
