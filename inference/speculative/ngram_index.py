@@ -4,59 +4,82 @@
                        ^end           ^now        ("a b c" ends at `end`; what followed it
                                                    there is the draft)
 
-Each n-gram of min_n..max_n tokens maps to the positions where it ends, oldest first, at most
-`per_key` of them: indexing a token costs max_n - min_n + 1 dictionary updates, a lookup at most
-as many, whatever the stream's length. The caller decides which positions to index (a drafter
-indexes a position once the token after it exists) and what a position means (an index into one
-sequence, or into the suffix cache's ring of outputs).
+For each of a few sizes n (say 2, 4 and 8) the index keeps the latest position each n-gram ended at and,
+per position, the previous position the same n-gram ended at: a chain, newest first, walked at
+most `per_key` links. Indexing a token costs one dictionary update per size and a list append,
+a lookup at most `per_key` steps per size, whatever the stream's length, and a position costs a
+few machine words. N-grams are keyed by their hash: a collision only misleads a draft (drafts
+are verified), and the drafters compare tokens before trusting a match anyway. Positions are
+added in increasing order, not necessarily all of them; `drop_before` forgets the oldest.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
 
 class NgramIndex:
-    def __init__(self, min_n: int, max_n: int, per_key: int):
-        if not 1 <= min_n <= max_n:
-            raise ValueError(f"n-gram sizes must satisfy 1 <= min_n <= max_n, got {min_n} and {max_n}")
+    def __init__(self, sizes: Sequence[int], per_key: int):
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"n-gram sizes must be >= 1, got {sizes}")
         if per_key < 1:
             raise ValueError(f"per_key must be >= 1, got {per_key}")
-        self.min_n, self.max_n, self.per_key = min_n, max_n, per_key
-        self._ends: dict[tuple[int, ...], deque[int]] = {}
+        self.sizes, self.per_key = sorted(set(sizes), reverse=True), per_key  # the longest first
+        self.max_n = self.sizes[0]
+        self._latest: dict[int, int] = {}  # hash of an n-gram -> the last position it ended at
+        self._previous = {n: [] for n in self.sizes}  # [position - offset] -> earlier end, or -1
+        self._offset = 0  # the position of the lists' first entries
+        self._live = 0  # positions before this one are forgotten
 
     def __len__(self) -> int:
-        return len(self._ends)
+        """N-grams held."""
+        return len(self._latest)
 
     def add(self, window: Sequence[int], end: int) -> None:
-        """Index the n-grams made of the last tokens of `window` (at most max_n long), which ends
-        at position `end`. A window shorter than max_n indexes only the n-grams it holds."""
-        for n in range(self.min_n, min(self.max_n, len(window)) + 1):
-            key = tuple(window[-n:])
-            ends = self._ends.get(key)
-            if ends is None:
-                ends = self._ends[key] = deque(maxlen=self.per_key)
-            ends.append(end)
+        """Index the n-grams made of the last tokens of `window` (a window shorter than max_n
+        holds only the shorter ones), which end at position `end` (past every position added)."""
+        gap = end - self._offset - len(self._previous[self.max_n])
+        for n, previous in self._previous.items():
+            if gap:
+                previous.extend([-1] * gap)
+            if n > len(window):
+                previous.append(-1)
+                continue
+            key = hash(tuple(window[-n:]))
+            previous.append(self._latest.get(key, -1))
+            self._latest[key] = end
 
     def forget(self, window: Sequence[int], end: int) -> None:
-        """Undo `add(window, end)` and every older entry of the same n-grams (positions only
-        grow, so those are the oldest); n-grams left with no position are dropped."""
-        for n in range(self.min_n, min(self.max_n, len(window)) + 1):
-            key = tuple(window[-n:])
-            ends = self._ends.get(key)
-            if ends is None:
+        """Drop the n-grams of `window` (as `add` took them) whose latest position is `end` or
+        older, that is, every occurrence of them once positions up to `end` are evicted."""
+        for n in self.sizes:
+            if n > len(window):
                 continue
-            while ends and ends[0] <= end:
-                ends.popleft()
-            if not ends:
-                del self._ends[key]
+            key = hash(tuple(window[-n:]))
+            if self._latest.get(key, end + 1) <= end:
+                del self._latest[key]
 
-    def longest(self, context: Sequence[int]) -> tuple[int, deque[int]] | None:
-        """The longest n-gram ending `context` that was indexed: (n, its end positions, oldest
-        first); None when not even the min_n last tokens were seen."""
-        for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
-            ends = self._ends.get(tuple(context[-n:]))
+    def drop_before(self, position: int) -> None:
+        """Forget the positions before `position`: chains stop there, and their links are freed
+        once they make half of the lists."""
+        self._live = max(self._live, position)
+        dead = self._live - self._offset
+        if dead > len(self._previous[self.max_n]) // 2:
+            for previous in self._previous.values():
+                del previous[:dead]
+            self._offset = self._live
+
+    def longest(self, context: Sequence[int]) -> tuple[int, list[int]] | None:
+        """The longest n-gram ending `context` that was indexed: (n, up to per_key positions where
+        it ended, newest first); None when not even the shortest was seen."""
+        for n in self.sizes:
+            if n > len(context):
+                continue
+            end = self._latest.get(hash(tuple(context[-n:])), -1)
+            ends, previous = [], self._previous[n]
+            while end >= self._live and len(ends) < self.per_key:
+                ends.append(end)
+                end = previous[end - self._offset]
             if ends:
                 return n, ends
         return None

@@ -33,11 +33,11 @@ class PromptLookup:
     measured (the ranking of candidates and the confidence stop growing there)."""
 
     def __init__(self, prompt: Sequence[int] = (), *, preferred: tuple[int, int] | None = None,
-                 min_n: int = 2, max_n: int = 6, per_key: int = 8, max_match: int = 32):
+                 sizes: Sequence[int] = (2, 4, 8), per_key: int = 8, max_match: int = 32):
         self.tokens: list[int] = []
         self.preferred = preferred
-        self.max_match = max(max_match, max_n)
-        self._index = NgramIndex(min_n, max_n, per_key)
+        self._index = NgramIndex(sizes, per_key)
+        self.max_match = max(max_match, self._index.max_n)
         self.extend(prompt)
 
     def extend(self, tokens: Sequence[int]) -> None:
@@ -57,8 +57,10 @@ class PromptLookup:
         if found is None or max_tokens < 1:
             return None
         n, ends = found
-        lengths = {end: self._match_length(end, n) for end in ends}
-        best = max(reversed(ends), key=lambda end: (lengths[end], self._in_preferred(end + 1)))
+        lengths = {end: self._match_length(end) for end in ends}
+        best = max(ends, key=lambda end: (lengths[end], self._in_preferred(end + 1)))  # ties: the latest
+        if lengths[best] < n:
+            return None  # a hash collision, not a match
         stop = min(best + 1 + max_tokens, len(self.tokens))
         if self._in_preferred(best + 1):
             stop = min(stop, self.preferred[1])
@@ -68,9 +70,9 @@ class PromptLookup:
         match = lengths[best]
         return Draft(tuple(tokens), tuple(continuation_confidence(match + j) for j in range(len(tokens))), PROMPT)
 
-    def _match_length(self, end: int, n: int) -> int:
-        """How many tokens ending at `end` equal the sequence's last ones (n are known to)."""
-        now, length = len(self.tokens) - 1, n
+    def _match_length(self, end: int) -> int:
+        """How many tokens ending at `end` equal the sequence's last ones."""
+        now, length = len(self.tokens) - 1, 0
         while length < self.max_match and end - length >= 0 and self.tokens[end - length] == self.tokens[now - length]:
             length += 1
         return length

@@ -26,11 +26,11 @@ _SEP = -1  # between stored outputs: no n-gram spans it, no draft crosses it
 
 
 class SuffixCache:
-    def __init__(self, max_tokens: int = 1 << 17, *, min_n: int = 2, max_n: int = 8, per_key: int = 32):
+    def __init__(self, max_tokens: int = 1 << 17, *, sizes: Sequence[int] = (2, 3, 4, 6, 8), per_key: int = 32):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.max_tokens = max_tokens
-        self._index = NgramIndex(min_n, max_n, per_key)
+        self._index = NgramIndex(sizes, per_key)
         self._ring: list[int] = [_SEP]
         self._first = 0  # position of _ring[0]; positions only grow
         self._outputs: deque[tuple[int, int, int]] = deque()  # (start, first indexed end, stop) per output
@@ -69,7 +69,9 @@ class SuffixCache:
         if found is None or max_tokens < 1:
             return None
         n, ends = found
-        followers = [end + 1 for end in reversed(ends)]  # the latest first: it wins ties
+        tail = list(context[-n:])
+        # the latest occurrence first, so that it wins ties; a hash collision is no match
+        followers = [end + 1 for end in ends if self._window(end - n + 1, end) == tail]
         tokens, confidences = [], []
         while followers and len(tokens) < max_tokens:
             votes = Counter(self._ring[p - self._first] for p in followers)
@@ -96,6 +98,7 @@ class SuffixCache:
             for end in range(first_end, stop - 1):
                 self._index.forget(self._window(max(start, end - self._index.max_n + 1), end), end)
         live = (self._outputs[0][0] - 1) if self._outputs else self._position(len(self._ring) - 1)
+        self._index.drop_before(live)
         if live - self._first > len(self._ring) // 2:
             del self._ring[:live - self._first]
             self._first = live

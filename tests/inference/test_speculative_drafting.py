@@ -35,7 +35,7 @@ def test_an_edit_copies_the_rest_of_the_file_it_was_given():
 
 def test_the_longest_match_wins_then_the_latest():
     a, b, c, x, y = 11, 12, 13, 14, 15
-    seq = PromptLookup([a, b, c, 21, 22, x, b, c, 31, 32], max_n=2)  # "b c" twice, after a and after x
+    seq = PromptLookup([a, b, c, 21, 22, x, b, c, 31, 32], sizes=[2])  # "b c" twice, after a and after x
     seq.extend([a, b, c])
     assert seq.propose(2).tokens == (21, 22)  # "a b c" matches three tokens there, two at the later one
     seq.extend([y, b, c])  # "y b c": both earlier "b c" match two tokens; the latest of them wins
@@ -81,19 +81,20 @@ def test_an_infill_prefers_continuing_into_its_suffix_and_stops_where_it_ends():
     assert longer.propose(2).tokens == (21, 22)  # the suffix is preferred among equal matches only
 
 
-def test_the_ngram_index_keeps_the_latest_positions_per_ngram_and_forgets_exactly():
-    index = NgramIndex(2, 3, per_key=2)
+def test_the_ngram_index_keeps_the_latest_positions_per_ngram_and_forgets_the_oldest():
+    index = NgramIndex([2, 3], per_key=2)
     for end in (10, 20, 30):
         index.add([5, 6, 7], end)
-    assert index.longest([9, 6, 7]) == (2, index.longest([6, 7])[1])
-    n, ends = index.longest([5, 6, 7])
-    assert n == 3 and list(ends) == [20, 30]
-    index.forget([5, 6, 7], 20)
-    assert list(index.longest([5, 6, 7])[1]) == [30]
-    index.forget([5, 6, 7], 30)
-    assert index.longest([5, 6, 7]) is None and len(index) == 0
+    index.add([6, 7], 35)  # a window shorter than the longest size: its 2-gram only
+    assert index.longest([9, 6, 7]) == (2, [35, 30])
+    assert index.longest([5, 6, 7]) == (3, [30, 20])
+    assert index.longest([8, 7]) is None
+    index.drop_before(25)
+    assert index.longest([5, 6, 7]) == (3, [30])
+    index.forget([5, 6, 7], 30)  # the 3-gram's occurrences all evicted; "6 7" ended at 35 too
+    assert index.longest([5, 6, 7]) == (2, [35, 30]) and len(index) == 1
     with pytest.raises(ValueError):
-        NgramIndex(3, 2, 4)
+        NgramIndex([0, 2], 4)
 
 
 # --- the suffix cache -----------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def test_a_repeated_request_drafts_the_previous_answer_from_its_first_token():
 
 def test_the_most_frequent_continuation_is_drafted_with_its_frequency():
     ctx, x, y, z = [1, 2, 3], 50, 60, 70
-    cache = SuffixCache(max_n=3)
+    cache = SuffixCache(sizes=[2, 3])
     for tail in ([x, y, 80], [x, z, 81], [x, y, 82]):
         cache.add(tail, ctx)
     draft = cache.propose([9] + ctx, 3)
@@ -129,7 +130,7 @@ def test_drafts_never_run_from_one_stored_output_into_the_next():
 
 
 def test_the_cache_is_bounded_and_forgets_its_oldest_outputs():
-    cache = SuffixCache(max_tokens=200, max_n=4)
+    cache = SuffixCache(max_tokens=200, sizes=[2, 3, 4])
     rng = random.Random(1)
     outputs = [rng.sample(range(100, 30000), 30) for _ in range(100)]
     for out in outputs:
@@ -139,6 +140,7 @@ def test_the_cache_is_bounded_and_forgets_its_oldest_outputs():
     assert cache.propose(outputs[-1][:5], 3).tokens == tuple(outputs[-1][5:8])
     # memory stays bounded too: the ring of tokens and the n-grams indexed
     assert len(cache._ring) <= 2 * 200 + 2 * 32 and len(cache._index) <= 3 * 200 + 3
+    assert all(len(links) <= 2 * 200 + 2 * 32 for links in cache._index._previous.values())
     huge = list(range(1000, 1500))
     cache.add(huge)
     assert cache.num_outputs == 1 and cache.propose(huge[-10:-5], 2).tokens == tuple(huge[-5:-3])
