@@ -14,8 +14,7 @@ from .draft import Calibration, Draft
 from .prompt_lookup import PromptLookup, infill_suffix_span
 from .speculator import MODES, SequenceDrafting, Speculator
 from .suffix_cache import SuffixCache
-from .verification import Verification, emitted_tokens, verification_tensors, verify
+from .verification import Verification, emitted_tokens, verify
 
 __all__ = ["Calibration", "Draft", "MODES", "PromptLookup", "SequenceDrafting", "Speculator", "StepTimes",
-           "SuffixCache", "Verification", "emitted_tokens", "infill_suffix_span", "plan", "verification_tensors",
-           "verify"]
+           "SuffixCache", "Verification", "emitted_tokens", "infill_suffix_span", "plan", "verify"]

@@ -64,16 +64,13 @@ class PromptLookup:
         stop = min(best + 1 + max_tokens, len(self.tokens))
         if self._in_preferred(best + 1):
             stop = min(stop, self.preferred[1])
-        tokens = self.tokens[best + 1:stop]
-        if not tokens:
-            return None
-        match = lengths[best]
+        tokens, match = self.tokens[best + 1:stop], lengths[best]
         return Draft(tuple(tokens), tuple(continuation_confidence(match + j) for j in range(len(tokens))), PROMPT)
 
     def _match_length(self, end: int) -> int:
         """How many tokens ending at `end` equal the sequence's last ones."""
-        now, length = len(self.tokens) - 1, 0
-        while length < self.max_match and end - length >= 0 and self.tokens[end - length] == self.tokens[now - length]:
+        tokens, now, length = self.tokens, len(self.tokens) - 1, 0
+        while length < self.max_match and end - length >= 0 and tokens[end - length] == tokens[now - length]:
             length += 1
         return length
 
