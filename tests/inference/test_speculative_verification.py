@@ -43,8 +43,9 @@ def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return torch.special.gammaincc(torch.tensor((keep.sum().item() - 1) / 2), statistic / 2).item()
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("name", PARAMS)
-def test_every_verifying_row_samples_what_plain_decoding_would_there(name):
+def test_every_verifying_row_samples_what_plain_decoding_would_there(name, device):
     """Random logits, drafts right for a while then wrong: each row's sample is plain decoding's
     at that position with the draft before it as output, and acceptance stops at the first miss."""
     params, vocab, rng = PARAMS[name], 50, random.Random(0)
@@ -54,7 +55,7 @@ def test_every_verifying_row_samples_what_plain_decoding_would_there(name):
         prompt = [rng.randrange(vocab) for _ in range(5)]
         output = [rng.randrange(vocab) for _ in range(rng.randrange(0, 4))]
         seed = rng.randrange(1 << 40)
-        rows = torch.randn(rng.randrange(1, 6), vocab) * 3
+        rows = torch.randn(rng.randrange(1, 6), vocab, device=device) * 3
         draft, right = [], rng.randrange(len(rows))  # the first `right` tokens are what plain decoding samples
         for j in range(len(rows) - 1):
             token = plain_token(rows[j], prompt, output + draft, params, seed)
@@ -62,7 +63,7 @@ def test_every_verifying_row_samples_what_plain_decoding_would_there(name):
         seqs.append(sequence(prompt, output, params, seed))
         drafts.append(draft)
         logits.append(rows)
-    result = verify(torch.cat(logits), SamplingTensors.build(seqs, vocab, torch.device("cpu")), drafts)
+    result = verify(torch.cat(logits), SamplingTensors.build(seqs, vocab, torch.device(device)), drafts)
     row_tokens, accepted = result.rows.tokens.tolist(), result.num_accepted.tolist()
     first = 0
     for seq, draft, rows, num_accepted in zip(seqs, drafts, logits, accepted):
