@@ -60,6 +60,8 @@ def test_the_plan_gives_the_tokens_to_the_drafts_most_likely_to_be_kept():
     drafts = [draft(0.95, 0.95, 0.95, 0.95)] * 8 + [draft(0.2, 0.2)] * 8 + [None] * 48
     lengths = plan(drafts, TABLE)
     assert lengths[:8] == [4] * 8 and lengths[8:] == [0] * 56
+    three = draft(0.9, 0.5, 0.1).truncated(2)  # what a step verifies of a draft the plan trims
+    assert (three.tokens, three.probs) == ((0, 1), (0.9, 0.5)) and draft(0.9).truncated(0) is None
 
 
 def test_the_plan_is_the_best_allocation_of_drafted_tokens():
