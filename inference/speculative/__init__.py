@@ -12,9 +12,10 @@ a cost model that decides, step by step, how much drafting pays.
 from .cost_model import StepTimes, plan
 from .draft import Calibration, Draft
 from .prompt_lookup import PromptLookup, infill_suffix_span
-from .speculator import MODES, SequenceDrafting, Speculator
+from .speculator import MODES, SequenceDrafting, Speculator, check_speculation
 from .suffix_cache import SuffixCache
 from .verification import Verification, emitted_tokens, verify
 
 __all__ = ["Calibration", "Draft", "MODES", "PromptLookup", "SequenceDrafting", "Speculator", "StepTimes",
-           "SuffixCache", "Verification", "emitted_tokens", "infill_suffix_span", "plan", "verify"]
+           "SuffixCache", "Verification", "check_speculation", "emitted_tokens", "infill_suffix_span", "plan",
+           "verify"]

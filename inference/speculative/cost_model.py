@@ -10,16 +10,21 @@ verify k extra tokens, for a few B and k = 0..K; between them times are interpol
 The plan: a draft's j-th token adds P(tokens 0..j all accepted) expected tokens, and that gain
 never grows with j, so for any number N of drafted tokens verified in a step, the N largest
 gains of the batch (a prefix of each draft) give the most expected tokens. The plan takes the N
-(0 included: no speculation) whose (B + gains) / step time is largest.
+(0 included: no speculation) whose (B + gains) / step time is largest. Without a table (a card
+or shape not measured), it verifies the tokens whose gain is at least MIN_GAIN.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .draft import Draft
+
+MIN_GAIN = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +45,21 @@ class StepTimes:
             raise ValueError("step times must be positive")
 
     @classmethod
-    def from_record(cls, record: dict) -> "StepTimes":
-        """From the JSON record `codellama bench verify` writes (its CUDA-graph times)."""
+    def from_record(cls, record: dict, verify_in_graphs: bool = False) -> "StepTimes":
+        """From the JSON record `codellama bench verify` writes: decode steps (k = 0) replayed
+        from CUDA graphs, verifying steps from graphs too or, as the engine runs them today
+        (`verify_in_graphs` False), eagerly."""
         if record["extra_tokens"] != list(range(len(record["extra_tokens"]))):
             raise ValueError(f"the record's extra tokens must be 0, 1, 2, ...: {record['extra_tokens']}")
-        return cls(tuple(record["batch_sizes"]), tuple(tuple(row) for row in record["ms"]))
+        verifying = record["ms"] if verify_in_graphs else record["eager_ms"]
+        return cls(tuple(record["batch_sizes"]), tuple((decode[0], *verify[1:])
+                                                       for decode, verify in zip(record["ms"], verifying)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StepTimes":
+        """From the file `codellama bench verify --out FILE` wrote."""
+        record = json.loads(Path(path).read_text())
+        return cls.from_record(record.get("verify", record))
 
     @property
     def max_extra(self) -> int:
@@ -82,9 +97,11 @@ class StepTimes:
                    for k in range(1, max_tokens + 1))
 
 
-def plan(drafts: Sequence[Draft | None], times: StepTimes) -> list[int]:
+def plan(drafts: Sequence[Draft | None], times: StepTimes | None) -> list[int]:
     """How many tokens of each sequence's draft to verify in the next step (0: none), for a
     batch of len(drafts) decoding sequences (None: nothing drafted)."""
+    if times is None:
+        return [0 if d is None else sum(g >= MIN_GAIN for g in d.acceptance_curve()) for d in drafts]
     batch = len(drafts)
     gains = sorted(((gain, j, i) for i, draft in enumerate(drafts) if draft is not None
                     for j, gain in enumerate(draft.acceptance_curve())), key=lambda g: (-g[0], g[1]))

@@ -22,6 +22,13 @@ from .suffix_cache import SuffixCache
 MODES = ("auto", "ngram", "suffix", "off")
 
 
+def check_speculation(mode: str, num_speculative_tokens: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown speculation mode {mode!r}: use one of {', '.join(MODES)}")
+    if not 1 <= num_speculative_tokens <= 16:
+        raise ValueError(f"num_speculative_tokens must be in [1, 16], got {num_speculative_tokens}")
+
+
 @dataclass(slots=True)
 class SequenceDrafting:
     """A sequence's final tokens (indexed for prompt lookup) and its calibration of each drafter."""
@@ -34,10 +41,7 @@ class SequenceDrafting:
 
 class Speculator:
     def __init__(self, mode: str = "auto", num_speculative_tokens: int = 8, suffix_cache_tokens: int = 1 << 17):
-        if mode not in MODES:
-            raise ValueError(f"unknown speculation mode {mode!r}: use one of {', '.join(MODES)}")
-        if num_speculative_tokens < 1:
-            raise ValueError(f"num_speculative_tokens must be >= 1, got {num_speculative_tokens}")
+        check_speculation(mode, num_speculative_tokens)
         self.mode, self.num_speculative_tokens = mode, num_speculative_tokens
         self.suffix = SuffixCache(suffix_cache_tokens) if mode in ("auto", "suffix") else None
         self.num_drafted = self.num_accepted = 0  # verified draft tokens, for the metrics

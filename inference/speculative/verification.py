@@ -20,11 +20,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from ..sampler import SamplerOutput, SamplingTensors, sample
 from ..transfer import lists_to_device
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -71,12 +74,11 @@ def verify(logits: torch.Tensor, t: SamplingTensors, drafts: Sequence[Sequence[i
     return Verification(rows, num_accepted, rows.tokens[starts_t + num_accepted])
 
 
-def emitted_tokens(row_tokens: Sequence[int], drafts: Sequence[Sequence[int]],
-                   num_accepted: Sequence[int]) -> list[list[int]]:
-    """On the host, once read back: each sequence's new tokens, its accepted draft tokens and the
-    token after them."""
+def emitted_tokens(rows: Sequence[T], drafts: Sequence[Sequence[int]], num_accepted: Sequence[int]) -> list[list[T]]:
+    """On the host, once read back: each sequence's new tokens (or whatever stands for them, one
+    per verifying row): its accepted draft tokens and the token after them."""
     out, first = [], 0
     for draft, accepted in zip(drafts, num_accepted):
-        out.append(list(row_tokens[first:first + accepted + 1]))
+        out.append(list(rows[first:first + accepted + 1]))
         first += len(draft) + 1
     return out

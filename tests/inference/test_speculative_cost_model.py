@@ -2,6 +2,7 @@
 lengths that maximise a step's expected tokens per second."""
 
 import itertools
+import json
 
 import pytest
 
@@ -32,17 +33,26 @@ def test_step_times_are_the_table_between_its_points_and_grow_with_the_batch_pas
         TABLE.step_ms(0, 0)
 
 
-def test_the_table_is_checked_and_read_from_the_benchmarks_record():
+def test_the_table_is_checked_and_read_from_the_benchmarks_record(tmp_path):
     record = {"batch_sizes": [1, 8], "extra_tokens": [0, 1, 2], "ms": [[5.0, 5.1, 5.2], [6.0, 6.5, 7.0]],
               "eager_ms": [[9.0, 9.1, 9.2], [9.5, 9.9, 10.4]]}
-    times = StepTimes.from_record(record)
-    assert times.batch_sizes == (1, 8) and times.ms == ((5.0, 5.1, 5.2), (6.0, 6.5, 7.0)) and times.max_extra == 2
+    graphs = StepTimes.from_record(record, verify_in_graphs=True)
+    assert graphs.batch_sizes == (1, 8) and graphs.ms == ((5.0, 5.1, 5.2), (6.0, 6.5, 7.0)) and graphs.max_extra == 2
+    # decode steps from graphs, verifying steps eager: as the engine runs them
+    assert StepTimes.from_record(record).ms == ((5.0, 9.1, 9.2), (6.0, 9.9, 10.4))
+    path = tmp_path / "verify.json"
+    path.write_text(json.dumps({"benchmark": "verify", "verify": record}))
+    assert StepTimes.load(path) == StepTimes.from_record(record)
     for bad in [((8, 1), ((1.0, 2.0), (1.0, 2.0))), ((1,), ((1.0,),)), ((1, 8), ((1.0, 2.0),)),
                 ((1,), ((0.0, 1.0),))]:
         with pytest.raises(ValueError):
             StepTimes(*bad)
     with pytest.raises(ValueError):
         StepTimes.from_record({**record, "extra_tokens": [0, 2, 4]})
+
+
+def test_without_a_table_the_tokens_likely_enough_to_be_kept_are_verified():
+    assert plan([draft(0.9, 0.8, 0.5, 0.5), None, draft(0.2, 0.9)], None) == [3, 0, 0]  # gains .9 .72 .36 .18 / .2
 
 
 def test_at_batch_1_drafting_pays_even_at_low_acceptance():
