@@ -95,7 +95,5 @@ def run(shape: str = "7b", batch_sizes=(1, 8, 64, 256), max_extra: int = 8, cont
                   flush=True)
         graph_ms.append(graph_row)
         eager_ms.append(eager_row)
-    del kv_cache, model
-    torch.cuda.empty_cache()
     return {"shape": shape, "context": context, "block_size": BLOCK_SIZE, "batch_sizes": list(batch_sizes),
             "extra_tokens": list(range(max_extra + 1)), "ms": graph_ms, "eager_ms": eager_ms}

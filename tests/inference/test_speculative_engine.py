@@ -5,9 +5,9 @@ preemption, infills), and the KV pool and the prefix cache keep nothing of rejec
 import random
 
 import pytest
-import torch
 
 from inference import LLM, SamplingParams
+from inference.cli import main
 from tests.models import assert_pool_full, chain, scripted_llama, tiny_llama
 
 ALL = ["completion", "infilling"]
@@ -168,3 +168,17 @@ def test_tensor_parallel_ranks_verify_drafts_too(copying_model):
         assert_pool_full(llm.engine)
     finally:
         llm.engine.shutdown()
+
+
+def test_the_command_line_turns_speculation_on(copying_model, capsys):
+    model_dir, tokens = copying_model
+    prompt = LLM(model_dir, num_kv_blocks=16).tokenizer.decode(tokens[:30] + [7, 8] + tokens[:3])
+    texts = {}
+    for mode in ("off", "ngram"):
+        argv = ["generate", str(model_dir), prompt, "--temperature", "0", "--max-tokens", "20", "--num-kv-blocks",
+                "32", "--speculate", mode, "--num-speculative-tokens", "3"]
+        assert main(argv) == 0
+        texts[mode] = capsys.readouterr().out
+    assert texts["ngram"] == texts["off"] and len(texts["off"]) > len(prompt) + 20
+    assert main(["generate", str(model_dir), prompt, "--speculate", "ngram", "--num-speculative-tokens", "0"]) == 2
+    assert "num_speculative_tokens must be in [1, 16], got 0" in capsys.readouterr().err
