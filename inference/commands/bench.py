@@ -61,8 +61,16 @@ def run(args: argparse.Namespace) -> int:
         from inference.bench import serve
         record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, **settings)
     elif args.what == "verify":
-        from inference.bench import verify_steps
+        import json
+        import tempfile
+
+        from inference.bench import speculation, verify_steps
         record["verify"] = verify_steps.run(args.shape)
+        common.write_json(args.out, record)  # kept should the end-to-end part not finish
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as table:
+            json.dump(record, table)
+            table.flush()
+            record["speculation"] = speculation.run(lambda **kw: common.make_engine(args.shape, **kw), table.name)
     elif args.what == "profile":
         from inference.bench import profile
         record["profile"] = profile.run(args.shape, batch=args.batch, **settings)

@@ -1,5 +1,6 @@
-"""The verification benchmark's steps (inference/bench/verify_steps.py) score what they claim: k + 1
-tokens per sequence in one extend step give the logits that k + 1 decode steps give."""
+"""The speculative benchmarks on CPU: the verification steps (inference/bench/verify_steps.py) score
+what they claim, k + 1 tokens per sequence in one extend step giving the logits of k + 1 decode
+steps; and the end-to-end workload (inference/bench/speculation.py) runs with speculation off and on."""
 
 import torch
 
@@ -35,3 +36,14 @@ def test_one_verifying_step_scores_like_successive_decode_steps():
         assert torch.allclose(verifying, decoding, atol=1e-5)  # the same keys and values, in the same slots
         ids, _, meta = step_inputs(tokens, k + 1, cfg.num_kv_heads, num_sms=1, block_size=4, per_seq=6)
         assert torch.equal(score(model, verifying, (ids, _, meta)), scored.argmax(-1).view(-1))
+
+
+def test_the_end_to_end_benchmark_runs_a_repeated_workload_with_speculation_off_and_on(tiny_model):
+    from inference import LLMEngine
+    from inference.bench import speculation
+
+    results = speculation.run(lambda **kw: LLMEngine(tiny_model[0], **kw), None, batch_sizes=(1, 3), prompt_len=10,
+                              new_tokens=12, vocab_size=4000)
+    assert [(r["mode"], r["batch"]) for r in results] == [("off", 1), ("off", 3), ("auto", 1), ("auto", 3)]
+    assert all(r["drafted"] == 0 for r in results[:2])
+    assert all(r["accepted"] > 0 and r["steps"] < 12 for r in results[2:])  # the first pass's answers drafted
