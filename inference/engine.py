@@ -127,6 +127,7 @@ class LLMEngine:
         self.step_times = StepTimes.load(config.speculative_step_times) if config.speculative_step_times else None
         self._drafting: dict[int, SequenceDrafting] = {}  # seq_id -> its drafting state (with a speculator)
         self._drafts: dict[int, Draft] = {}  # seq_id -> the draft the step in flight verifies
+        self._draft_backoff = self._steps_to_next_draft = 0  # after steps with nothing to verify
 
     # --- requests ----------------------------------------------------------------------------------
 
@@ -227,13 +228,17 @@ class LLMEngine:
         return outputs
 
     def _may_draft(self) -> bool:
-        """Whether the next step may verify drafts: speculation is on, and at this batch size the
-        cost model does not rule it out (then steps keep running one ahead of their results)."""
-        if self.speculator is None:
+        """Whether the next step may verify drafts: speculation is on, the cost model does not
+        rule it out at this batch size, and the last tries found something to verify (each
+        fruitless try waits twice as many steps, up to 32, before the next: drafting makes the
+        step wait for the one before it, while otherwise steps run one ahead of their results)."""
+        decoding = 0 if self.speculator is None else sum(s.num_uncomputed_tokens == 1 for s in self.scheduler.running)
+        if not decoding:
             return False
-        batch = len(self.scheduler.running)
-        return batch > 0 and (self.step_times is None
-                              or self.step_times.may_pay(batch, self.speculator.num_speculative_tokens))
+        if self._steps_to_next_draft > 0:
+            self._steps_to_next_draft -= 1
+            return False
+        return self.step_times is None or self.step_times.may_pay(decoding, self.speculator.num_speculative_tokens)
 
     def _draft(self) -> dict[int, tuple[int, ...]]:
         """Drafts for the running sequences that decode next, cut to what the cost model finds
@@ -242,6 +247,9 @@ class LLMEngine:
         drafts = [self.speculator.propose(self._drafting[s.seq_id], self.scheduler.draft_room(s)) for s in seqs]
         lengths = plan(drafts, self.step_times)
         self._drafts = {s.seq_id: d.truncated(n) for s, d, n in zip(seqs, drafts, lengths) if n > 0}
+        if seqs:
+            self._draft_backoff = 0 if self._drafts else min(32, 2 * self._draft_backoff or 1)
+            self._steps_to_next_draft = self._draft_backoff
         return {seq_id: d.tokens for seq_id, d in self._drafts.items()}
 
     def _launch(self, batch: Batch) -> LaunchedStep:

@@ -182,3 +182,16 @@ def test_the_command_line_turns_speculation_on(copying_model, capsys):
     assert texts["ngram"] == texts["off"] and len(texts["off"]) > len(prompt) + 20
     assert main(["generate", str(model_dir), prompt, "--speculate", "ngram", "--num-speculative-tokens", "0"]) == 2
     assert "num_speculative_tokens must be in [1, 16], got 0" in capsys.readouterr().err
+
+
+def test_fruitless_drafting_backs_off_so_steps_keep_running_ahead(tiny_model):
+    """With nothing to draft (the suffix cache is empty until a request finishes), drafting is
+    tried less and less often: a try makes the step wait for the one before it."""
+    llm = LLM(tiny_model[0], num_kv_blocks=64, speculate="suffix")
+    engine, tries = llm.engine, []
+    draft = engine._draft
+    engine._draft = lambda: tries.append(engine.stats.steps) or draft()
+    llm.generate([[1, 20, 30, 40]], SamplingParams(max_tokens=80, temperature=0, ignore_eos=True))
+    assert engine.stats.draft_tokens == 0
+    assert tries[:5] == [tries[0], tries[0] + 2, tries[0] + 5, tries[0] + 10, tries[0] + 19]  # waits of 1, 2, 4, 8
+    assert len(tries) <= 8
