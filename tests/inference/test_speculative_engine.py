@@ -195,3 +195,16 @@ def test_fruitless_drafting_backs_off_so_steps_keep_running_ahead(tiny_model):
     assert engine.stats.draft_tokens == 0
     assert tries[:5] == [tries[0], tries[0] + 2, tries[0] + 5, tries[0] + 10, tries[0] + 19]  # waits of 1, 2, 4, 8
     assert len(tries) <= 8
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_verifying_steps_mix_with_cuda_graph_decode_steps(copying_model, tiny_model):
+    """Decode steps replay CUDA graphs, verifying steps run eagerly through the prefill kernel:
+    float32, so that the two kernels agree to rounding and greedy outputs stay equal."""
+    model_dir, tokens = copying_model
+    params = SamplingParams(max_tokens=40, temperature=0, ignore_eos=True, logprobs=1)
+    for model, prompts in ((model_dir, prompts_for(random.Random(6), tokens)), (tiny_model[0], prompts_for(
+            random.Random(7)))):
+        llm = same_as_without_speculation(model, prompts, params, rounds=2, num_kv_blocks=64, device="cuda",
+                                          dtype="float32")
+        assert llm.engine.runner.graphs is not None and llm.engine.stats.accepted_tokens > 0
