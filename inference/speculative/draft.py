@@ -73,15 +73,13 @@ def _logit(p: float) -> float:
 class Calibration:
     """One sequence's correction of one drafter's confidences (see the module docstring).
     Each verification keeps `decay` of the averages before it; `prior` pseudo-tokens, half
-    accepted and half expected, keep the first corrections small. The counts are for metrics."""
+    accepted and half expected, keep the first corrections small."""
 
     decay: float = 0.9
     prior: float = 2.0
     verified: float = 0.0  # decayed count of the tokens verification observed
     accepted_avg: float = 0.0  # decayed count of those accepted
     expected_avg: float = 0.0  # decayed sum of their confidences
-    drafted: int = 0
-    accepted: int = 0
 
     @property
     def bias(self) -> float:
@@ -105,5 +103,3 @@ class Calibration:
         self.verified = self.decay * self.verified + len(observed)
         self.accepted_avg = self.decay * self.accepted_avg + num_accepted
         self.expected_avg = self.decay * self.expected_avg + sum(observed)
-        self.drafted += len(draft)
-        self.accepted += num_accepted

@@ -44,7 +44,6 @@ class Speculator:
         check_speculation(mode, num_speculative_tokens)
         self.mode, self.num_speculative_tokens = mode, num_speculative_tokens
         self.suffix = SuffixCache(suffix_cache_tokens) if mode in ("auto", "suffix") else None
-        self.num_drafted = self.num_accepted = 0  # verified draft tokens, for the metrics
 
     def start(self, prompt: Sequence[int], preferred: tuple[int, int] | None = None) -> SequenceDrafting:
         """A new sequence's state; `preferred` is an infilling prompt's suffix region (see
@@ -70,8 +69,6 @@ class Speculator:
     def record(self, seq: SequenceDrafting, draft: Draft, num_accepted: int) -> None:
         """After verifying `draft` (as `propose` gave it, or a prefix of it)."""
         seq.calibrations[draft.source].update(draft, num_accepted)
-        self.num_drafted += len(draft)
-        self.num_accepted += num_accepted
 
     def finish(self, seq: SequenceDrafting) -> None:
         """The sequence ended: its output joins the suffix cache."""

@@ -162,15 +162,14 @@ def test_rejections_shorten_the_drafts_to_none_and_acceptances_lengthen_them_aga
         cal.update(cal.calibrate(raw), 0)  # the first token rejected every time
         lengths.append(length())
     assert lengths[0] == 4 and lengths[-1] == 0 and lengths == sorted(lengths, reverse=True), lengths
-    rejections, acceptances = len(lengths) - 1, 0
-    while length() < 4 and acceptances < 20:
+    for _ in range(20):
+        if length() == 4:
+            break
         cal.update(cal.calibrate(raw), 4)
-        acceptances += 1
     assert length() == 4
     for _ in range(10):
         cal.update(cal.calibrate(raw), 4)
     assert cal.calibrate(raw).probs[0] > 0.9  # better than the drafter expected
-    assert (cal.drafted, cal.accepted) == (4 * (rejections + acceptances + 10), 4 * (acceptances + 10))
     with pytest.raises(ValueError):
         cal.update(raw, 5)
 
@@ -209,7 +208,7 @@ def test_modes_choose_the_drafters():
     assert spec["suffix"].propose(states["suffix"], max_tokens=2).tokens == tuple(answer[:2])
 
 
-def test_auto_takes_the_draft_expected_to_keep_more_tokens_and_counts_what_was_verified():
+def test_auto_takes_the_draft_expected_to_keep_more_tokens():
     spec = Speculator("auto", num_speculative_tokens=6)
     answer = [60, 61, 62, 63, 8, 9, 300, 301, 302, 303, 304, 305]
     for _ in range(3):
@@ -224,4 +223,3 @@ def test_auto_takes_the_draft_expected_to_keep_more_tokens_and_counts_what_was_v
     for _ in range(5):  # this sequence's suffix drafts keep failing: prompt lookup takes over
         spec.record(seq, seq.calibrations["suffix"].calibrate(suffix), 0)
     assert spec.propose(seq).tokens == prompt.tokens == (400, 401, 402, 403, 404, 405)
-    assert (spec.num_drafted, spec.num_accepted) == (30, 0)
