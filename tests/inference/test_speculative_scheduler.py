@@ -9,9 +9,14 @@ from inference.scheduler import Scheduler
 from inference.sequence import PENDING, Sequence
 
 
-def make(num_blocks=16, block_size=4, **cfg):
-    config = EngineConfig(block_size=block_size, **{"max_num_batched_tokens": 16, "max_num_seqs": 4, **cfg})
-    return Scheduler(config, num_blocks)
+@pytest.fixture
+def make(tiny_model):
+    """A scheduler over a pool of `num_blocks` (the model only gives the config its shape)."""
+    def scheduler(num_blocks=16, block_size=4, **cfg):
+        config = EngineConfig(tiny_model[0], block_size=block_size,
+                              **{"max_num_batched_tokens": 16, "max_num_seqs": 4, **cfg})
+        return Scheduler(config, num_blocks)
+    return scheduler
 
 
 def decoding(sched, seq_id, prompt_len=6, **params):
@@ -24,7 +29,7 @@ def decoding(sched, seq_id, prompt_len=6, **params):
     return seq
 
 
-def test_a_verified_draft_keeps_its_accepted_tokens_and_gives_back_the_rest():
+def test_a_verified_draft_keeps_its_accepted_tokens_and_gives_back_the_rest(make):
     sched = make()
     seq = decoding(sched, 0)  # 7 tokens, the last uncomputed: 2 blocks
     free = sched.block_manager.num_free_blocks
@@ -42,7 +47,7 @@ def test_a_verified_draft_keeps_its_accepted_tokens_and_gives_back_the_rest():
     assert sched.block_manager.num_free_blocks == free - 1
 
 
-def test_drafts_are_cut_to_the_budget_and_dropped_rather_than_preempt():
+def test_drafts_are_cut_to_the_budget_and_dropped_rather_than_preempt(make):
     sched = make(max_num_batched_tokens=4)
     decoding(sched, 0)
     batch = sched.schedule({0: (1, 2, 3, 4, 5, 6)})
@@ -56,7 +61,7 @@ def test_drafts_are_cut_to_the_budget_and_dropped_rather_than_preempt():
     assert batch.drafts == [(), ()] and batch.num_new_tokens == [1, 1] and sched.num_preemptions == 0
 
 
-def test_a_verifying_step_must_be_read_back_before_its_sequence_runs_again():
+def test_a_verifying_step_must_be_read_back_before_its_sequence_runs_again(make):
     sched = make()
     decoding(sched, 0)
     first = sched.schedule({0: (1, 2)})
@@ -65,7 +70,7 @@ def test_a_verifying_step_must_be_read_back_before_its_sequence_runs_again():
         sched.postprocess(first, [[1, 9]])
 
 
-def test_draft_room_leaves_space_for_every_token_a_step_can_sample():
+def test_draft_room_leaves_space_for_every_token_a_step_can_sample(make):
     sched = make(max_model_len=12)
     seq = decoding(sched, 0, max_tokens=5)  # 1 of 5 output tokens, 7 of 12 positions
     assert sched.draft_room(seq) == 3  # up to 4 tokens more: 3 drafted and the one after them
