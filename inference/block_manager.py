@@ -137,6 +137,17 @@ class BlockManager:
 
     # --- release -----------------------------------------------------------------------------------
 
+    def truncate(self, seq: Sequence, num_tokens: int) -> None:
+        """Give back the blocks past the first num_tokens tokens (taken for drafted tokens that
+        were rejected: never hashed, they go first in line for reuse)."""
+        while len(seq.block_table) > self.blocks_for(num_tokens):
+            block = self.pool[seq.block_table.pop()]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self._forget(block)
+                self._free[block.block_id] = None
+                self._free.move_to_end(block.block_id, last=False)
+
     def free(self, seq: Sequence) -> None:
         for block_id in reversed(seq.block_table):
             block = self.pool[block_id]

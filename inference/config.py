@@ -156,6 +156,9 @@ class EngineConfig:
     quantization: str | None = None  # awq / int8 (inference/quant): random weights of that scheme, or a
     #                                  dense checkpoint rounded to int8 as it loads; None: the checkpoint's own
     kv_cache_dtype: str = "auto"  # auto: the model's dtype; int8: one scale per token and head (kernels/kv_int8.py)
+    speculate: str = "off"  # auto, ngram, suffix: model-free drafts verified in one step (inference/speculative)
+    num_speculative_tokens: int = 5  # the longest draft a step verifies
+    speculative_step_times: str | Path | None = None  # a `codellama bench verify` record: the cost model's table
     model_config: ModelConfig = field(init=False, repr=False, compare=False)
     weight_scheme: "QuantScheme | None" = field(init=False, repr=False, compare=False)  # the weights' quantization
 
@@ -204,6 +207,9 @@ class EngineConfig:
             raise ValueError(f"unknown load_format {self.load_format!r}: use auto or random")
         if self.kv_cache_dtype not in ("auto", "int8"):
             raise ValueError(f"unknown kv_cache_dtype {self.kv_cache_dtype!r}: use auto or int8")
+        from .speculative import check_speculation  # (imports torch: after the checks that need nothing)
+
+        check_speculation(self.speculate, self.num_speculative_tokens)
 
     @property
     def model_dir(self) -> Path:

@@ -10,9 +10,11 @@ A request's path through the server, front to back and back:
     -> EngineLoop (engine_loop.py)     which applies them to this LLMEngine and calls step():
     -> LLMEngine.add                   the one place a request becomes Sequences and SequenceOutputs
     -> Scheduler.schedule()            a Batch: decodes, prefill chunks, admissions (blocks taken)
+    -> Speculator.propose()            with --speculate: drafts for decoding sequences (inference/speculative)
     -> ModelRunner.launch()            inputs to the device, forward (kernels/, CUDA graphs), sampling
+                                       (drafts verified)
     -> ModelRunner.collect()           the sampled tokens, one step later (CPU work overlaps the GPU's)
-    -> Scheduler.postprocess()         tokens filled in, computed blocks cached
+    -> Scheduler.postprocess()         tokens filled in, computed blocks cached, rejected drafts' blocks freed
     -> SequenceOutput.add_token()      detokenized; the one decision to stop; Scheduler.finish() applies it
     -> EngineOutput deltas             StepOutputs back to the front, each to its request's mailbox
     -> Generation -> SSE chunk / JSON  (web/sse.py, web/protocol)
@@ -37,6 +39,7 @@ from .runner import LaunchedStep, ModelRunner, TokenSample
 from .sampling_params import SamplingParams
 from .scheduler import Batch, Scheduler
 from .sequence import Sequence
+from .speculative import Draft, SequenceDrafting, Speculator, StepTimes, infill_suffix_span, plan
 from .tokenizer import Tokenizer
 
 
@@ -50,6 +53,8 @@ class EngineStats:
     launch_seconds: float = 0.0  # host time scheduling, preparing and queueing steps
     wait_seconds: float = 0.0  # host time waiting for the device's results
     output_seconds: float = 0.0  # host time turning results into outputs
+    draft_tokens: int = 0  # drafted tokens verified (speculative decoding)
+    accepted_tokens: int = 0  # of those, accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,12 @@ class LLMEngine:
         self.stats = EngineStats()
         self._in_flight: LaunchedStep | None = None
         self._seq_ids = itertools.count()
+        self.speculator = Speculator(config.speculate, config.num_speculative_tokens) \
+            if config.speculate != "off" else None
+        self.step_times = StepTimes.load(config.speculative_step_times) if config.speculative_step_times else None
+        self._drafting: dict[int, SequenceDrafting] = {}  # seq_id -> its drafting state (with a speculator)
+        self._drafts: dict[int, Draft] = {}  # seq_id -> the draft the step in flight verifies
+        self._draft_backoff = self._steps_to_next_draft = 0  # after steps with nothing to verify
 
     # --- requests ----------------------------------------------------------------------------------
 
@@ -145,13 +156,23 @@ class LLMEngine:
             [] if params.prompt_logprobs is not None else None)
         for seq in seqs:
             self.scheduler.add(seq)
+            if self.speculator is not None:
+                self._drafting[seq.seq_id] = self.speculator.start(ids, self._infill_suffix(ids))
 
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
         self.add(self.make_request(request_id, prompt, params))
 
+    def _infill_suffix(self, ids: list[int]) -> tuple[int, int] | None:
+        """Where an infilling prompt holds its suffix (prompt lookup prefers drafting from it)."""
+        try:
+            return infill_suffix_span(ids, self.tokenizer.infill_id("suffix"), self.tokenizer.infill_id("middle"))
+        except ValueError:  # a tokenizer without the infilling pieces
+            return None
+
     def abort(self, request_id: str) -> None:
         """Stop a request now and free its blocks."""
-        self.scheduler.abort(request_id)
+        for seq in self.scheduler.abort(request_id):
+            self._drafting.pop(seq.seq_id, None)
         self.requests.pop(request_id, None)
 
     def abort_all(self) -> list[str]:
@@ -161,6 +182,7 @@ class LLMEngine:
         for request_id in request_ids:
             self.abort(request_id)
         self._in_flight = None
+        self._drafts = {}
         return request_ids
 
     @property
@@ -190,17 +212,45 @@ class LLMEngine:
         the new one is queued), so that the CPU work of each step overlaps the GPU work of the
         next. Returns the output deltas of the finished step."""
         outputs = []
-        if self._in_flight is not None and any(s.params.uses_penalties for s in self._in_flight.batch.seqs):
-            outputs += self._complete(self._in_flight)  # penalties need every previous token on the host
+        drafting = self._may_draft()
+        if self._in_flight is not None and (drafting or self._in_flight.batch.speculative
+                                            or any(s.params.uses_penalties for s in self._in_flight.batch.seqs)):
+            # drafts, penalties, and the sequences that verified drafts need every previous token on the host
+            outputs += self._complete(self._in_flight)
             self._in_flight = None
         start = time.perf_counter()
-        batch = self.scheduler.schedule()
+        batch = self.scheduler.schedule(self._draft() if drafting else None)
         launched = self._launch(batch) if batch.seqs else None
         self.stats.launch_seconds += time.perf_counter() - start
         if self._in_flight is not None:
             outputs += self._complete(self._in_flight)
         self._in_flight = launched
         return outputs
+
+    def _may_draft(self) -> bool:
+        """Whether the next step may verify drafts: speculation is on, the cost model does not
+        rule it out at this batch size, and the last tries found something to verify (each
+        fruitless try waits twice as many steps, up to 32, before the next: drafting makes the
+        step wait for the one before it, while otherwise steps run one ahead of their results)."""
+        decoding = 0 if self.speculator is None else sum(s.num_uncomputed_tokens == 1 for s in self.scheduler.running)
+        if not decoding:
+            return False
+        if self._steps_to_next_draft > 0:
+            self._steps_to_next_draft -= 1
+            return False
+        return self.step_times is None or self.step_times.may_pay(decoding, self.speculator.num_speculative_tokens)
+
+    def _draft(self) -> dict[int, tuple[int, ...]]:
+        """Drafts for the running sequences that decode next, cut to what the cost model finds
+        worth verifying; kept by seq_id until the step is read back."""
+        seqs = [s for s in self.scheduler.running if self.scheduler.draft_room(s) > 0]
+        drafts = [self.speculator.propose(self._drafting[s.seq_id], self.scheduler.draft_room(s)) for s in seqs]
+        lengths = plan(drafts, self.step_times)
+        self._drafts = {s.seq_id: d.truncated(n) for s, d, n in zip(seqs, drafts, lengths) if n > 0}
+        if seqs:
+            self._draft_backoff = 0 if self._drafts else min(32, 2 * self._draft_backoff or 1)
+            self._steps_to_next_draft = self._draft_backoff
+        return {seq_id: d.tokens for seq_id, d in self._drafts.items()}
 
     def _launch(self, batch: Batch) -> LaunchedStep:
         now = time.monotonic()
@@ -219,26 +269,48 @@ class LLMEngine:
             state = self.requests.get(step.batch.seqs[i].request_id)
             if state is not None:  # (not aborted since)
                 state.prompt_logprobs.extend(logprobs)
-        tokens = self.scheduler.postprocess(step.batch, [s.token if s else None for s in samples])
+        tokens = self.scheduler.postprocess(step.batch, [[s.token for s in gained] if gained else None
+                                                         for gained in samples])
+        if self.speculator is not None:
+            self._record_drafts(step.batch, tokens)
         outputs = self._outputs(step.batch, samples, tokens)
         self.stats.wait_seconds += waited - start
         self.stats.output_seconds += time.perf_counter() - waited
         return outputs
 
-    def _outputs(self, batch: Batch, samples: list[TokenSample | None],
-                 tokens: list[int | None]) -> list[EngineOutput]:
+    def _record_drafts(self, batch: Batch, tokens: list[list[int] | None]) -> None:
+        """How the step's drafts fared: the drafting states' calibration, and the counters."""
+        for seq, draft, gained in zip(batch.seqs, batch.drafts, tokens):
+            state = self._drafting.get(seq.seq_id)
+            if draft and gained is not None and state is not None:
+                verified = self._drafts[seq.seq_id].truncated(len(draft))  # the scheduler may have cut it
+                self.speculator.record(state, verified, len(gained) - 1)
+                self.stats.draft_tokens += len(draft)
+                self.stats.accepted_tokens += len(gained) - 1
+        self._drafts = {}
+
+    def _outputs(self, batch: Batch, samples: list[list[TokenSample] | None],
+                 tokens: list[list[int] | None]) -> list[EngineOutput]:
         now = time.monotonic()
         touched: dict[str, list[Sequence]] = {}
-        for seq, sample, token in zip(batch.seqs, samples, tokens):
-            if token is None:
+        for seq, gained, taken in zip(batch.seqs, samples, tokens):
+            if taken is None:
                 continue
-            self.stats.generation_tokens += 1
             state = self.requests[seq.request_id]
             state.metrics.first_token_time = state.metrics.first_token_time or now
             state.metrics.last_token_time = now
-            reason = state.outputs[seq.index].add_token(token, sample.logprob)
+            for kept, sample in enumerate(gained, 1):
+                self.stats.generation_tokens += 1
+                reason = state.outputs[seq.index].add_token(sample.token, sample.logprob)
+                if reason is not None:
+                    break
+            drafting = self._drafting.get(seq.seq_id)
+            if drafting is not None:
+                self.speculator.extend(drafting, taken[:kept])
             if reason is not None:
                 self.scheduler.finish(seq, reason)
+                if drafting is not None:
+                    self.speculator.finish(self._drafting.pop(seq.seq_id))
             touched.setdefault(seq.request_id, []).append(seq)
         results = []
         for request_id, seqs in touched.items():

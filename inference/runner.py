@@ -5,7 +5,8 @@ A step is launched (`launch`: inputs copied up, forward, sampling, sampled token
 all queued on the GPU without waiting) and collected later (`collect`: waits for the tokens), so
 the engine can prepare and launch the next step while this one computes. Tokens a step needs
 from the step before it (PENDING in the sequence) are taken from that step's sampled tokens on
-the GPU.
+the GPU. A sequence verifying a draft has a logit row per computed token, and its rows are
+sampled and checked against the draft by `speculative.verify`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .outputs import TokenLogprob
 from .sampler import SamplerOutput, SamplingTensors, sample, score
 from .scheduler import Batch
 from .sequence import PENDING
+from .speculative import emitted_tokens, verify
 from .transfer import flat_to_device, split_aligned
 from .weights import fill_random, load_weights
 
@@ -42,8 +44,8 @@ class StepInputs:
     input_ids: torch.Tensor
     positions: torch.Tensor
     meta: AttentionMetadata
-    # flat-token rows whose logits are computed: each sampling sequence's last token, then the
-    # rows that score prompt tokens
+    # flat-token rows whose logits are computed: each sampling sequence's last token (with a draft:
+    # its last token and each drafted one), then the rows that score prompt tokens
     logit_rows: torch.Tensor
     sample_seqs: list[int]  # batch index of each sampling sequence
     packed: tuple[torch.Tensor, torch.Tensor]  # the int64 and int32 tensors all the above are views of
@@ -67,10 +69,11 @@ class TokenSample:
 class LaunchedStep:
     batch: Batch
     sample_seqs: list[int]
-    output: SamplerOutput | None  # being copied to (pinned) host memory
+    output: SamplerOutput | None  # being copied to (pinned) host memory; a row per sampled row
     done: torch.cuda.Event | None
     prompt: PromptScoring | None = None
     prompt_output: SamplerOutput | None = None  # the scored tokens' logprobs (tokens: unused)
+    num_accepted: torch.Tensor | None = None  # with drafts: drafted tokens accepted per sampling sequence
 
 
 class ModelRunner:
@@ -140,18 +143,21 @@ class ModelRunner:
         cu, ctx, tables = [0], [], []
         sample_rows, sample_seqs, prompt_rows, prompt_spans = [], [], [], []
         num_decodes = 0
-        for i, (seq, start, n, scored) in enumerate(zip(batch.seqs, batch.starts, batch.num_new_tokens, batch.scored)):
+        for i, (seq, start, n, draft, scored) in enumerate(zip(batch.seqs, batch.starts, batch.num_new_tokens,
+                                                                batch.drafts, batch.scored)):
             end = start + n
+            known_end = end - len(draft)  # the drafted tokens are not (yet) the sequence's
             if n == 1 and num_decodes == i:
                 num_decodes += 1
-            if seq.token_ids[end - 1] == PENDING:  # sampled by the step before, still on the device
+            if seq.token_ids[known_end - 1] == PENDING:  # sampled by the step before, still on the device
                 longs["pending_at"].append(cu[-1] + n - 1)
                 longs["pending_rows"].append(self._last_sampled_rows[seq.seq_id])
             if scored:
                 prompt_rows.extend(cu[-1] + p - start for p in scored)
                 longs["prompt_targets"].extend(seq.token_ids[p + 1] for p in scored)
                 prompt_spans.append((i, len(scored)))
-            longs["input_ids"].extend(seq.token_ids[start:end])
+            longs["input_ids"].extend(seq.token_ids[start:known_end])
+            longs["input_ids"].extend(draft)
             longs["positions"].extend(range(start, end))
             table = seq.block_table
             longs["slot_mapping"].extend(table[p // bs] * bs + p % bs for p in range(start, end))
@@ -159,7 +165,7 @@ class ModelRunner:
             ctx.append(end)
             tables.append(table)
             if batch.samples[i]:
-                sample_rows.append(cu[-1] - 1)
+                sample_rows.extend(range(cu[-1] - 1 - len(draft), cu[-1]))
                 sample_seqs.append(i)
         longs["logit_rows"] = sample_rows + prompt_rows
         width = max(len(t) for t in tables)
@@ -186,8 +192,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> tuple[torch.Tensor, StepInputs]:
-        """Run the model over the batch: the raw logits of its logit rows (those of the S
-        sequences that sample, `inputs.sample_seqs`, first), and the step's inputs."""
+        """Run the model over the batch: the raw logits of its logit rows (the rows that sample,
+        sequence by sequence in `inputs.sample_seqs` order, first), and the step's inputs."""
         inputs = self.prepare(batch)
         return self.run(inputs), inputs
 
@@ -217,36 +223,47 @@ class ModelRunner:
         if self.sample_vocab_size < logits.shape[-1]:
             logits = logits.clone() if self.graphs is not None else logits
             logits[:, self.sample_vocab_size:] = float("-inf")
-        out = prompt_out = None
+        out = prompt_out = num_accepted = None
+        num_sample_rows = sum(len(batch.drafts[i]) + 1 for i in sample_seqs)
         if sample_seqs:
             seqs = [batch.seqs[i] for i in sample_seqs]
-            out = sample(logits[:len(seqs)], SamplingTensors.build(seqs, logits.shape[-1], self.device))
-            self._last_sampled = out.tokens
+            tensors = SamplingTensors.build(seqs, logits.shape[-1], self.device)
+            if batch.speculative:
+                verified = verify(logits[:num_sample_rows], tensors, [batch.drafts[i] for i in sample_seqs])
+                out, num_accepted, self._last_sampled = verified.rows, verified.num_accepted, verified.next_tokens
+            else:
+                out = sample(logits[:num_sample_rows], tensors)
+                self._last_sampled = out.tokens
             self._last_sampled_rows = {seq.seq_id: row for row, seq in enumerate(seqs)}
         if prompt is not None:
             k = max(batch.seqs[i].params.prompt_logprobs for i, _ in prompt.spans)
-            prompt_out = score(logits[len(sample_seqs):], prompt.targets, k)
+            prompt_out = score(logits[num_sample_rows:], prompt.targets, k)
         if self.device.type != "cuda":
-            return LaunchedStep(batch, sample_seqs, out, None, prompt, prompt_out)
+            return LaunchedStep(batch, sample_seqs, out, None, prompt, prompt_out, num_accepted)
         out, prompt_out = (None if o is None else SamplerOutput(*map(_to_host, (o.tokens, o.logprobs, o.top_ids,
                                                                                 o.top_logprobs)))
                            for o in (out, prompt_out))
+        num_accepted = _to_host(num_accepted)
         done = torch.cuda.Event()
         done.record()
-        return LaunchedStep(batch, sample_seqs, out, done, prompt, prompt_out)
+        return LaunchedStep(batch, sample_seqs, out, done, prompt, prompt_out, num_accepted)
 
-    def collect(self, step: LaunchedStep) -> tuple[list[TokenSample | None], dict[int, list[TokenLogprob]]]:
-        """Wait for a launched step: the sampled token (and logprobs) of each sequence that
-        samples, by batch index; and the logprobs of the prompt tokens it scored, by batch index."""
-        results: list[TokenSample | None] = [None] * len(step.batch)
+    def collect(self, step: LaunchedStep) -> tuple[list[list[TokenSample] | None], dict[int, list[TokenLogprob]]]:
+        """Wait for a launched step: the tokens (and logprobs) each sequence that samples gained,
+        by batch index: one, or a verified draft's accepted tokens and the one after them; and
+        the logprobs of the prompt tokens it scored, by batch index."""
+        results: list[list[TokenSample] | None] = [None] * len(step.batch)
         if step.done is not None:
             step.done.synchronize()
         if step.sample_seqs:
+            batch = step.batch
             tokens = step.output.tokens.tolist()
-            ks = [step.batch.seqs[i].params.logprobs for i in step.sample_seqs]
-            logprobs = _logprobs(step.output, tokens, ks)
-            for j, i in enumerate(step.sample_seqs):
-                results[i] = TokenSample(tokens[j], logprobs[j])
+            ks = [batch.seqs[i].params.logprobs for i in step.sample_seqs for _ in range(len(batch.drafts[i]) + 1)]
+            samples = [TokenSample(t, lp) for t, lp in zip(tokens, _logprobs(step.output, tokens, ks))]
+            drafts = [batch.drafts[i] for i in step.sample_seqs]
+            accepted = step.num_accepted.tolist() if step.num_accepted is not None else [0] * len(drafts)
+            for i, gained in zip(step.sample_seqs, emitted_tokens(samples, drafts, accepted)):
+                results[i] = gained
         scored: dict[int, list[TokenLogprob]] = {}
         if step.prompt is not None:
             spans = step.prompt.spans

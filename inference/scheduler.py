@@ -12,6 +12,13 @@ next step can be scheduled (and computed on the GPU) before this one's tokens ar
 `postprocess()` later fills the pending tokens in. Whether a token ends its sequence is the
 output processor's decision (`SequenceOutput.add_token`); `finish()` applies it.
 
+A decoding sequence may bring a draft (speculative decoding, inference/speculative): the step
+computes its last token and the k drafted tokens after it, and samples k + 1 tokens. Until the
+step is read back the sequence stands as after a plain decode step (one PENDING token); then the
+accepted drafted tokens join it as computed, the token after them as its next to compute, and
+the blocks taken for the rejected ones are given back (they were never cached). Such a step must
+be read back before the sequence is scheduled again: it cannot run one step ahead.
+
 The scheduler owns the block manager: every block a sequence holds is taken and given back here.
 """
 
@@ -28,27 +35,35 @@ from .sequence import PENDING, Sequence, Status
 @dataclass(slots=True)
 class Batch:
     """The sequences of one step: sequence i computes tokens starts[i] : starts[i] + num_new_tokens[i]
-    and, when `samples[i]`, samples the token after them (a PENDING token until read back). With
-    prompt logprobs, the rows of positions `scored[i]` score the prompt token after each."""
+    and, when `samples[i]`, samples the token after them (a PENDING token until read back). A
+    sequence with a draft (`drafts[i]`, k tokens) computes its last token and the draft instead
+    (num_new_tokens[i] = k + 1) and samples k + 1 tokens. With prompt logprobs, the rows of
+    positions `scored[i]` score the prompt token after each."""
 
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
+    drafts: list[tuple[int, ...]] = field(default_factory=list)
     samples: list[bool] = field(default_factory=list)
     scored: list[range] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.seqs)
 
-    def add(self, seq: Sequence, n: int) -> None:
+    @property
+    def speculative(self) -> bool:
+        return any(self.drafts)
+
+    def add(self, seq: Sequence, n: int, draft: tuple[int, ...] = ()) -> None:
         self.seqs.append(seq)
         self.num_new_tokens.append(n)
         self.starts.append(seq.num_computed_tokens)
+        self.drafts.append(draft)
 
     def remove(self, seq: Sequence) -> int:
         """Take a sequence out again (it was preempted); its token count."""
         i = next(i for i, s in enumerate(self.seqs) if s is seq)
-        del self.seqs[i], self.starts[i]
+        del self.seqs[i], self.starts[i], self.drafts[i]
         return self.num_new_tokens.pop(i)
 
 
@@ -65,16 +80,26 @@ class Scheduler:
 
     # --- scheduling -------------------------------------------------------------------------------
 
-    def schedule(self) -> Batch:
+    def schedule(self, drafts: dict[int, tuple[int, ...]] | None = None) -> Batch:
+        """The next step. `drafts`: tokens drafted to follow decoding sequences, by seq_id (at
+        most `draft_room` each); a draft is cut to the step's token budget, and dropped rather
+        than preempt anything for its blocks."""
         batch = Batch()
         budget = self.config.max_num_batched_tokens
         preempted = False
+        drafts = drafts or {}
         # decodes first, then running prefills; a stable sort keeps arrival order within each
         for seq in sorted(self.running, key=lambda s: s.num_uncomputed_tokens > 1):
             if budget == 0:
                 break
             if seq.status is not Status.RUNNING or self._done_sampling(seq):
                 continue  # preempted below while making room, or finishing once its token is read
+            draft = drafts.get(seq.seq_id, ())[:budget - 1]
+            if draft and self.block_manager.can_append(seq, 1 + len(draft)):
+                self.block_manager.append_slots(seq, 1 + len(draft))
+                batch.add(seq, 1 + len(draft), draft)
+                budget -= 1 + len(draft)
+                continue
             n = min(seq.num_uncomputed_tokens, budget)
             while not self.block_manager.can_append(seq, n):
                 victim = self.running[-1]
@@ -90,9 +115,9 @@ class Scheduler:
                 budget -= n
         if not preempted:
             self._admit_waiting(batch, budget)
-        for seq, start, n in zip(batch.seqs, batch.starts, batch.num_new_tokens):
+        for seq, start, n, draft in zip(batch.seqs, batch.starts, batch.num_new_tokens, batch.drafts):
             batch.scored.append(self._scored_positions(seq, start, start + n))
-            seq.num_computed_tokens += n
+            seq.num_computed_tokens += n - len(draft)  # drafted tokens count once accepted
             samples = seq.num_computed_tokens == seq.num_tokens
             batch.samples.append(samples)
             if samples:
@@ -112,6 +137,16 @@ class Scheduler:
 
     def _done_sampling(self, seq: Sequence) -> bool:
         return seq.output_limit_reached or seq.num_tokens >= self.config.max_model_len
+
+    def draft_room(self, seq: Sequence) -> int:
+        """How many drafted tokens a decoding sequence may verify next: every token a step
+        samples must fit under max_tokens and the context window."""
+        if seq.status is not Status.RUNNING or seq.num_uncomputed_tokens != 1 or seq.token_ids[-1] == PENDING:
+            return 0
+        room = self.config.max_model_len - seq.num_tokens
+        if seq.params.max_tokens is not None:
+            room = min(room, seq.params.max_tokens - seq.num_output_tokens)
+        return max(0, room - 1)
 
     def _admit_waiting(self, batch: Batch, budget: int) -> None:
         skipped: list[Sequence] = []
@@ -144,19 +179,30 @@ class Scheduler:
 
     # --- after the step ---------------------------------------------------------------------------
 
-    def postprocess(self, batch: Batch, sampled: list[int | None]) -> list[int | None]:
-        """Once the step's tokens are read back: cache the blocks it completed and fill in its
-        sampled tokens. Returns the tokens taken (None for a sequence that finished while the
-        step ran: aborted, or stopped by the token before)."""
+    def postprocess(self, batch: Batch, sampled: list[list[int] | None]) -> list[list[int] | None]:
+        """Once the step's tokens are read back: fill in each sequence's sampled tokens (a
+        verified draft's accepted tokens and the one after them), give back the blocks of
+        rejected drafted tokens and cache the blocks the step completed. Returns the tokens
+        taken (None for a sequence that finished while the step ran: aborted, or stopped by the
+        token before)."""
         taken = []
-        for seq, start, n, token in zip(batch.seqs, batch.starts, batch.num_new_tokens, sampled):
-            taken.append(None if seq.finished else token)
+        for seq, start, n, draft, tokens in zip(batch.seqs, batch.starts, batch.num_new_tokens, batch.drafts,
+                                                sampled):
+            taken.append(None if seq.finished else tokens)
             if seq.finished:
                 continue
+            computed = start + n - len(draft)
+            if draft and seq.num_tokens != computed + 1:
+                raise RuntimeError("a step that verifies a draft must be read back before its sequence is scheduled "
+                                   "again")
+            if tokens:
+                seq.token_ids[computed:computed + 1] = tokens
+                if draft:  # tokens[:-1] are the accepted drafted tokens, computed by this step
+                    computed += len(tokens) - 1
+                    seq.num_computed_tokens = computed
+                    self.block_manager.truncate(seq, computed)
             if seq.status is Status.RUNNING:
-                self.block_manager.cache_computed_blocks(seq, start + n)
-            if token is not None:
-                seq.token_ids[start + n] = token
+                self.block_manager.cache_computed_blocks(seq, computed)
         return taken
 
     def finish(self, seq: Sequence, reason: str) -> None:

@@ -22,11 +22,11 @@ def logits_per_step(engine: LLMEngine, prompts: list[list[int]], steps: int,
         batch = engine.scheduler.schedule()
         logits, inputs = engine.runner.forward(batch)
         rows = inputs.sample_seqs
-        sampled: list[int | None] = [None] * len(batch)
+        sampled: list[list[int] | None] = [None] * len(batch)
         for row, i in enumerate(rows):
             k = seqs.index(batch.seqs[i])
             got[k].append(logits[row].float().cpu())
-            sampled[i] = forced[k][len(got[k]) - 1]
+            sampled[i] = [forced[k][len(got[k]) - 1]]
         engine.scheduler.postprocess(batch, sampled)
     for r in requests:
         engine.abort(r.request_id)

@@ -34,6 +34,9 @@ class ServerCollector(Collector):
             (counter, "prompt_tokens", "Prompt tokens computed (prefix-cache hits excluded)", stats.prompt_tokens),
             (counter, "generation_tokens", "Tokens generated", stats.generation_tokens),
             (counter, "engine_steps", "Engine steps run", stats.steps),
+            (counter, "spec_decode_num_draft_tokens", "Drafted tokens verified (speculative decoding)",
+             stats.draft_tokens),
+            (counter, "spec_decode_num_accepted_tokens", "Drafted tokens accepted", stats.accepted_tokens),
             # where the engine thread's time goes: a busy server has most of it waiting on the GPU
             (counter, "engine_launch_seconds", "Engine host time scheduling, preparing and queueing steps",
              stats.launch_seconds),

@@ -1,5 +1,5 @@
-"""`codellama bench latency|throughput|kernels|profile|serve`: speed on random-weight models of the
-real shapes."""
+"""`codellama bench latency|throughput|kernels|profile|serve|verify`: speed on random-weight models
+of the real shapes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ BENCHMARKS = {
     "kernels": "the Triton kernels against the device's copy bandwidth",
     "profile": "a torch profile of decode steps: where a step's time goes",
     "serve": "streaming clients against the HTTP server (started here on the GPU, or --url: any running one)",
+    "verify": "the step time of verifying 0-8 drafted tokens per sequence at batch 1-256 (the speculation "
+              "cost model's table), and speculation off against on for repeated requests",
 }
 
 
@@ -42,7 +44,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         if name == "serve":
             p.add_argument("--concurrency", type=int, default=256, help="concurrent streaming clients")
             p.add_argument("--url", help="drive this running server instead of starting one (needs no GPU here)")
-        if name != "kernels":
+        if name not in ("kernels", "verify"):
             p.add_argument("--quant", choices=["awq", "int8"],
                            help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
             p.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto", help="the KV cache's dtype")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("benchmarks need a CUDA GPU")
     record = {"benchmark": args.what, "device": common.device_record()}
     settings = {}
-    if args.what != "kernels":  # the engine's settings, in every run of the others
+    if args.what not in ("kernels", "verify"):  # the engine's settings, in every run of the others
         settings = dict(quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)
         record["weights"], record["kv_cache_dtype"] = args.quant or "bfloat16", args.kv_cache_dtype
     copy_bw = common.copy_bandwidth()
@@ -85,6 +87,17 @@ def run(args: argparse.Namespace) -> int:
     elif args.what == "serve":
         from inference.bench import serve
         record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, **settings)
+    elif args.what == "verify":
+        import json
+        import tempfile
+
+        from inference.bench import speculation, verify_steps
+        record["verify"] = verify_steps.run(args.shape)
+        common.write_json(args.out, record)  # kept should the end-to-end part not finish
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as table:
+            json.dump(record, table)
+            table.flush()
+            record["speculation"] = speculation.run(lambda **kw: common.make_engine(args.shape, **kw), table.name)
     elif args.what == "profile":
         from inference.bench import profile
         record["profile"] = profile.run(args.shape, batch=args.batch, **settings)

@@ -56,6 +56,13 @@ def add_engine_options(parser: argparse.ArgumentParser, max_num_seqs: int = 256,
     g.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto",
                    help="int8: the KV cache in int8 with a scale per token and head, about twice the tokens "
                         "(default auto: the model's dtype)")
+    g.add_argument("--speculate", choices=["auto", "ngram", "suffix", "off"], default="off",
+                   help="speculative decoding without a draft model: drafts from the sequence's own prompt and "
+                        "output (ngram), from the server's recent outputs (suffix), or both (auto); default off")
+    g.add_argument("--num-speculative-tokens", type=int, default=5, help="the longest draft a step verifies (default 5)")
+    g.add_argument("--speculative-step-times", metavar="FILE",
+                   help="`codellama bench verify --out FILE`: measured step times, so that drafts are verified "
+                        "only where they pay")
 
 
 def engine_kwargs(args: argparse.Namespace, model: str | None) -> dict:
@@ -65,6 +72,8 @@ def engine_kwargs(args: argparse.Namespace, model: str | None) -> dict:
                 max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
                 enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
                 load_format=args.load_format, quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype,
+                speculate=args.speculate, num_speculative_tokens=args.num_speculative_tokens,
+                speculative_step_times=args.speculative_step_times,
                 tensor_parallel_size=tensor_parallel_size(model, args.tp))
 
 

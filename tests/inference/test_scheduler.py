@@ -24,7 +24,7 @@ def add(sched, seq_id, prompt_len, max_tokens=100):
 
 def step(sched, token=7):
     batch = sched.schedule()
-    sampled = [token if batch.samples[i] else None for i in range(len(batch))]
+    sampled = [[token] if batch.samples[i] else None for i in range(len(batch))]
     sched.postprocess(batch, sampled)
     return batch
 
@@ -85,8 +85,8 @@ def test_stop_conditions_finish_sequences():
 
     def step_with_stops(tokens):
         batch = sched.schedule()
-        for seq, token in zip(batch.seqs, sched.postprocess(batch, tokens[:len(batch)])):
-            if token is not None and (reason := outputs[seq.seq_id].add_token(token, None)):
+        for seq, taken in zip(batch.seqs, sched.postprocess(batch, [[t] for t in tokens[:len(batch)]])):
+            if taken is not None and (reason := outputs[seq.seq_id].add_token(taken[0], None)):
                 sched.finish(seq, reason)
 
     step_with_stops([2, 7, 7])

@@ -24,6 +24,7 @@ ENGINE_METRICS = {
     "codellama:requests": "counter", "codellama:requests_ended_early": "counter",
     "codellama:engine_steps": "counter", "codellama:engine_launch_seconds": "counter",
     "codellama:engine_wait_seconds": "counter", "codellama:engine_output_seconds": "counter",
+    "codellama:spec_decode_num_draft_tokens": "counter", "codellama:spec_decode_num_accepted_tokens": "counter",
 }
 
 
@@ -114,6 +115,20 @@ def test_admin_shows_the_engine_numbers_and_configuration(client, page_model):
         client.app.state.serving.accounting.requests["infilling"])
     assert live_number(after, "ttft_p50") != "—"
     assert after.count("<polyline") == 5 and after.count("<svg") == 3
+
+
+def test_speculative_decoding_is_counted_on_metrics_and_admin(page_model):
+    script, model = page_model
+    with TestClient(create_app(page_engine(model, speculate="auto"))) as spec:
+        assert live_number(spec.get("/admin/live").text, "draft_acceptance") == "—"
+        for _ in range(2):  # the second answer is drafted from the first (the suffix cache)
+            r = spec.post("/v1/completions", json={"prompt": "def add(a, b):", "max_tokens": 16})
+            assert r.json()["choices"][0]["text"] == script.completion_text
+        families = scrape(spec)
+        drafted = value(families, "codellama:spec_decode_num_draft_tokens", "_total")
+        accepted = value(families, "codellama:spec_decode_num_accepted_tokens", "_total")
+        assert 0 < accepted <= drafted
+        assert live_number(spec.get("/admin/live").text, "draft_acceptance") == f"{100 * accepted / drafted:.1f} %"
 
 
 def test_admin_counts_errors_by_status_and_answers_cut_short(client):

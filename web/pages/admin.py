@@ -36,6 +36,8 @@ def live_numbers(serving: ServerState, history: History) -> dict:
         "admitted": serving.admission.in_flight, "capacity": serving.admission.capacity,
         "blocks_used": total - gauges.free_blocks, "blocks_total": total, "kv_usage": gauges.kv_usage,
         "prefix_hit_rate": gauges.prefix_hits / gauges.prefix_queries if gauges.prefix_queries else None,
+        "draft_acceptance": (gauges.stats.accepted_tokens / gauges.stats.draft_tokens
+                             if gauges.stats.draft_tokens else None),
         "prompt_tps": rates.prompt if rates else None, "generation_tps": rates.generation if rates else None,
         "prompt_tokens": gauges.stats.prompt_tokens, "generation_tokens": gauges.stats.generation_tokens,
         "latencies": latencies, "preemptions": gauges.preemptions,

@@ -1,0 +1,88 @@
+"""The cost model: step times read from a measured table (here a made-up one), and the draft
+lengths that maximise a step's expected tokens per second."""
+
+import itertools
+import json
+
+import pytest
+
+from inference.speculative import Draft, StepTimes, plan
+
+# made up, shaped like the real thing: batch 1 bound by reading the weights (extra tokens almost
+# free), batch 256 by arithmetic (every extra token costs about what a sequence's token does)
+TABLE = StepTimes((1, 8, 64, 256), (
+    (6.0, 6.1, 6.2, 6.3, 6.4, 6.5, 6.6, 6.7, 6.8),
+    (7.0, 7.4, 7.8, 8.2, 8.6, 9.0, 9.4, 9.8, 10.2),
+    (12.0, 16.0, 20.0, 24.0, 28.0, 32.0, 36.0, 40.0, 44.0),
+    (30.0, 62.0, 94.0, 126.0, 158.0, 190.0, 222.0, 254.0, 286.0),
+))
+
+
+def draft(*probs: float) -> Draft:
+    return Draft(tuple(range(len(probs))), tuple(probs), "prompt")
+
+
+def test_step_times_are_the_table_between_its_points_and_grow_with_the_batch_past_it():
+    assert TABLE.step_ms(8, 8 * 3) == 8.2
+    assert TABLE.step_ms(8, 4) == pytest.approx(7.2)  # half an extra token per sequence
+    assert TABLE.step_ms(36, 0) == pytest.approx(9.5)  # halfway from batch 8 to 64
+    assert TABLE.step_ms(36, 36 * 2) == pytest.approx((7.8 + 20.0) / 2)
+    assert TABLE.step_ms(512, 0) == pytest.approx(60.0)
+    assert TABLE.step_ms(1, 10) == pytest.approx(7.0)  # past k = 8: along the last segment
+    with pytest.raises(ValueError):
+        TABLE.step_ms(0, 0)
+
+
+def test_the_table_is_checked_and_read_from_the_benchmarks_record(tmp_path):
+    record = {"batch_sizes": [1, 8], "extra_tokens": [0, 1, 2], "ms": [[5.0, 5.1, 5.2], [6.0, 6.5, 7.0]],
+              "eager_ms": [[9.0, 9.1, 9.2], [9.5, 9.9, 10.4]]}
+    graphs = StepTimes.from_record(record, verify_in_graphs=True)
+    assert graphs.batch_sizes == (1, 8) and graphs.ms == ((5.0, 5.1, 5.2), (6.0, 6.5, 7.0)) and graphs.max_extra == 2
+    # decode steps from graphs, verifying steps eager: as the engine runs them
+    assert StepTimes.from_record(record).ms == ((5.0, 9.1, 9.2), (6.0, 9.9, 10.4))
+    path = tmp_path / "verify.json"
+    path.write_text(json.dumps({"benchmark": "verify", "verify": record}))
+    assert StepTimes.load(path) == StepTimes.from_record(record)
+    for bad in [((8, 1), ((1.0, 2.0), (1.0, 2.0))), ((1,), ((1.0,),)), ((1, 8), ((1.0, 2.0),)),
+                ((1,), ((0.0, 1.0),))]:
+        with pytest.raises(ValueError):
+            StepTimes(*bad)
+    with pytest.raises(ValueError):
+        StepTimes.from_record({**record, "extra_tokens": [0, 2, 4]})
+
+
+def test_without_a_table_the_tokens_likely_enough_to_be_kept_are_verified():
+    assert plan([draft(0.9, 0.8, 0.5, 0.5), None, draft(0.2, 0.9)], None) == [3, 0, 0]  # gains .9 .72 .36 .18 / .2
+
+
+def test_at_batch_1_drafting_pays_even_at_low_acceptance():
+    assert plan([draft(0.9, 0.9, 0.9, 0.9)], TABLE) == [4]
+    assert plan([draft(0.3, 0.3, 0.3)], TABLE) == [3]
+
+
+def test_at_batch_256_drafting_is_off_and_not_even_worth_trying():
+    assert plan([draft(0.8, 0.8, 0.8)] * 256, TABLE) == [0] * 256
+    assert not TABLE.may_pay(256, 8)
+    assert TABLE.may_pay(1, 8) and TABLE.may_pay(64, 8)
+
+
+def test_the_plan_gives_the_tokens_to_the_drafts_most_likely_to_be_kept():
+    drafts = [draft(0.95, 0.95, 0.95, 0.95)] * 8 + [draft(0.2, 0.2)] * 8 + [None] * 48
+    lengths = plan(drafts, TABLE)
+    assert lengths[:8] == [4] * 8 and lengths[8:] == [0] * 56
+    three = draft(0.9, 0.5, 0.1).truncated(2)  # what a step verifies of a draft the plan trims
+    assert (three.tokens, three.probs) == ((0, 1), (0.9, 0.5)) and draft(0.9).truncated(0) is None
+
+
+def test_the_plan_is_the_best_allocation_of_drafted_tokens():
+    """Against every allocation (each sequence 0..len tokens) on a small batch: none has a better
+    expected tokens per second."""
+    drafts = [draft(0.9, 0.7, 0.5), draft(0.6, 0.6), None, draft(0.3)]
+    for batch_times in [TABLE, StepTimes((4,), ((10.0, 13.0, 16.0, 19.0),))]:
+        def rate(lengths):
+            expected = sum(d.expected_accepted(n) for d, n in zip(drafts, lengths) if d is not None)
+            return (len(drafts) + expected) / batch_times.step_ms(len(drafts), sum(lengths))
+
+        choices = [range(len(d) + 1) if d is not None else [0] for d in drafts]
+        best = max(itertools.product(*choices), key=rate)
+        assert rate(plan(drafts, batch_times)) == pytest.approx(rate(best))
