@@ -26,6 +26,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-queue", type=int, default=256, metavar="N",
                    help="sequences that may wait beyond those; more get 429 (default 256)")
     g.add_argument("--tp", type=int, default=1, metavar="N", help="tensor-parallel GPUs (default 1)")
+    g.add_argument("--dp", type=int, default=1, metavar="N",
+                   help="data parallelism: N replicas (each on --tp GPUs of its own) behind the SGLang Model "
+                        "Gateway on HOST:PORT (default 1: one server, no gateway)")
+    g.add_argument("--router-policy", choices=["cache_aware", "round_robin"],
+                   help="--dp: how the gateway picks a replica (default cache_aware: the one holding the "
+                        "longest prefix of the prompt, unless the load is uneven)")
     g.add_argument("--api-keys", nargs="+", default=[], metavar="KEY",
                    help="accept only requests with `Authorization: Bearer KEY` (the pages ask for one once)")
     g.add_argument("--admin-key", metavar="KEY",
@@ -39,7 +45,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         "supervisor to restart the server")
     add_model_identity_options(parser)
     add_engine_options(parser)
-    parser.set_defaults(max_num_seqs=32)
+    parser.set_defaults(max_num_seqs=32, _serve_parser=parser)  # --dp rebuilds each replica's arguments from it
 
 
 def _pick(name: str, positional, option, default):
@@ -51,6 +57,13 @@ def _pick(name: str, positional, option, default):
 def run(args: argparse.Namespace) -> int:
     host = _pick("host", args.host_arg, args.host, DEFAULT_HOST)
     port = _pick("port", args.port_arg, args.port, DEFAULT_PORT)
+    if args.dp < 1:
+        raise ValueError(f"--dp must be >= 1, got {args.dp}")
+    if args.dp > 1:
+        from web.replicas.supervisor import serve_replicas
+        return serve_replicas(args._serve_parser, args, host, port)
+    if args.router_policy is not None:
+        raise ValueError("--router-policy chooses between replicas: give --dp 2 or more")
     from inference import EngineProcess
     from web.app import create_app
     from web.server import serve
