@@ -126,6 +126,7 @@ def test_errors_keep_their_status_and_keys_hold_end_to_end(cluster, client, mode
 
 
 def test_the_replicas_report_their_load_to_the_gateway(cluster):
+    assert httpx.get(f"{cluster.url}/readiness").json()["healthy_workers"] == 2
     for url in cluster.replica_urls:
         load = httpx.get(f"{url}/v1/loads", params={"include": "core"}, headers=AUTH).json()
         assert load["dp_rank_count"] == 1
@@ -210,6 +211,8 @@ def test_a_killed_replica_leaves_the_other_serving_and_is_reported(client, clust
         return not next(w for w in workers if w["url"] == dead)["is_healthy"]
 
     assert wait_for(gateway_sees_it_unhealthy, timeout=30)
+    assert httpx.get(f"{cluster.url}/readiness").json() == {"status": "ready", "healthy_workers": 1,
+                                                            "total_workers": 2}
     assert wait_for(lambda: f"replica 1 ({dead}, pid {cluster.replica_pids[1]}) exited with code -9"
                     in cluster.output())
 
