@@ -31,11 +31,13 @@ class _Result:
     output_tokens: int
 
 
-async def _stream_one(client: httpx.AsyncClient, prompt: list[int], max_tokens: int) -> _Result:
-    """One streamed request. With hundreds of streams the driver must stay cheaper than the server,
-    so reads are only scanned for token chunks (timed) and the tail is parsed once at the end."""
+async def stream_one(client: httpx.AsyncClient, prompt: str | list[int], max_tokens: int,
+                     model: str | None = None) -> _Result:
+    """One streamed request (a gateway in front wants the model named). With hundreds of streams the
+    driver must stay cheaper than the server, so reads are only scanned for token chunks (timed)
+    and the tail is parsed once at the end."""
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+            "stream_options": {"include_usage": True}, **({"model": model} if model else {})}
     start = time.perf_counter()
     first = last = None
     tail = b""
@@ -70,7 +72,7 @@ async def _engine_counters(client: httpx.AsyncClient) -> dict[str, float] | None
             for s in family.samples if s.name in wanted}
 
 
-def _ms(values: list[float], q: float) -> float | None:
+def percentile_ms(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 3) if values else None
 
 
@@ -102,7 +104,7 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
             """One of `concurrency` clients: takes the next arrived prompt until none is left."""
             while (prompt := await arrivals.get()) is not None:
                 try:
-                    results.append(await _stream_one(client, prompt, max_tokens))
+                    results.append(await stream_one(client, prompt, max_tokens))
                 except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as e:
                     errors.append(f"{type(e).__name__}: {e}")
 
@@ -125,8 +127,8 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
         "concurrency": concurrency, "request_rate": request_rate, "prompt_len": prompt_len, "max_tokens": max_tokens,
         "duration_s": round(duration, 3), "output_tokens": output_tokens,
         "output_tok_per_s": round(output_tokens / duration, 2), "requests_per_s": round(len(results) / duration, 3),
-        "ttft_p50_ms": _ms(ttfts, 50), "ttft_p99_ms": _ms(ttfts, 99),
-        "tpot_p50_ms": _ms(tpots, 50), "tpot_p99_ms": _ms(tpots, 99),
+        "ttft_p50_ms": percentile_ms(ttfts, 50), "ttft_p99_ms": percentile_ms(ttfts, 99),
+        "tpot_p50_ms": percentile_ms(tpots, 50), "tpot_p99_ms": percentile_ms(tpots, 99),
         "server_engine": counters_before and counters_after and
         {name: round(counters_after[name] - counters_before[name], 3) for name in _ENGINE_COUNTERS},
     }

@@ -1,5 +1,5 @@
-"""`codellama bench latency|throughput|kernels|profile|serve`: speed on random-weight models of the
-real shapes."""
+"""`codellama bench latency|throughput|kernels|profile|serve|gateway`: speed on random-weight models
+of the real shapes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["latency", "throughput", "kernels", "profile", "serve"])
+    parser.add_argument("what", choices=["latency", "throughput", "kernels", "profile", "serve", "gateway"])
     parser.add_argument("--shape", choices=["7b", "13b", "34b", "70b"], default="7b")
     parser.add_argument("--out", help="also write the JSON record here")
     parser.add_argument("--baseline", action="store_true",
@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.what == "serve":
         from inference.bench import serve
         record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, **settings)
+    elif args.what == "gateway":  # two replicas on this GPU behind smg: cache_aware against round_robin
+        from inference.bench import gateway
+        record["engine"] = gateway.run(args.shape, requests=args.num_prompts, concurrency=args.concurrency)
     elif args.what == "profile":
         from inference.bench import profile
         record["profile"] = profile.run(args.shape, batch=args.batch, **settings)

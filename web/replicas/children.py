@@ -47,10 +47,11 @@ class ChildFailed(RuntimeError):
 
 
 class Child:
-    """One child process: started, forwarded, awaited, stopped."""
+    """One child process: started, forwarded (unless `echo` is off: the tail is kept all the same),
+    awaited, stopped."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None):
-        self.name, self.argv = name, argv
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, echo: bool = True):
+        self.name, self.argv, self.echo = name, argv, echo
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.tail: deque[str] = deque(maxlen=40)
@@ -66,8 +67,9 @@ class Child:
         for line in self.proc.stdout:
             self.tail.append(line)
             self.on_line(line)
-            sys.stdout.write(f"[{self.name}] {line}")
-            sys.stdout.flush()
+            if self.echo:
+                sys.stdout.write(f"[{self.name}] {line}")
+                sys.stdout.flush()
 
     def on_line(self, line: str) -> None:
         """What a subclass learns from its child's output."""
@@ -124,10 +126,10 @@ class Replica(Child):
 
     _LISTENING = re.compile(r"^codellama serve: .* at (http://\S+)")
 
-    def __init__(self, index: int, serve_args: list[str], devices: str | None, admin_key: str | None = None):
+    def __init__(self, index: int, serve_args: list[str], devices: str | None, echo: bool = True):
         env = {"CUDA_VISIBLE_DEVICES": devices} if devices is not None else None
         argv = [sys.executable, "-m", "inference.cli", "serve", *serve_args, "--host", "127.0.0.1", "--port", "0"]
-        super().__init__(f"replica {index}", argv, env)
+        super().__init__(f"replica {index}", argv, env, echo)
         self.devices = devices
 
     def on_line(self, line: str) -> None:
@@ -147,7 +149,8 @@ class Gateway(Child):
     HEALTH_CHECK_SECONDS = 5  # how often it asks each worker's /health; 2 failures mark one unhealthy
 
     def __init__(self, worker_urls: list[str], host: str, port: int, policy: str, *, api_key: str | None = None,
-                 shutdown_grace: float = 10.0, cors_origins: tuple[str, ...] = (), name: str = "gateway"):
+                 shutdown_grace: float = 10.0, cors_origins: tuple[str, ...] = (), name: str = "gateway",
+                 echo: bool = True):
         if importlib.util.find_spec("smg") is None:
             raise ValueError("--dp runs the SGLang Model Gateway in front of the replicas: "
                              "pip install 'codellama-serve[cluster]'")
@@ -162,7 +165,7 @@ class Gateway(Child):
             argv += ["--api-key", api_key]
         if cors_origins:
             argv += ["--cors-allowed-origins", *cors_origins]
-        super().__init__(name, argv)
+        super().__init__(name, argv, echo=echo)
         reach = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # every interface: this machine's
         reach = f"[{reach}]" if ":" in reach else reach
         self.url = f"http://{reach}:{port}"
