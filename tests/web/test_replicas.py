@@ -71,11 +71,6 @@ def client(cluster):
 
 
 @pytest.fixture(scope="module")
-def script(script_model):
-    return script_model[0]
-
-
-@pytest.fixture(scope="module")
 def model_id(client):
     return client.models.list().data[0].id
 
@@ -94,7 +89,8 @@ def hits(cluster) -> list[float]:
     return [metric(url, "codellama:prefix_cache_hits_total") for url in cluster.replica_urls]
 
 
-def test_the_openai_sdk_works_unchanged_through_the_gateway(client, script, model_id):
+def test_the_openai_sdk_works_unchanged_through_the_gateway(client, script_model, model_id):
+    script = script_model[0]
     r = client.completions.create(model=model_id, prompt=script.completion_prompt, max_tokens=50, temperature=0)
     assert r.choices[0].text == script.completion_text and r.choices[0].finish_reason == "stop"
     r = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "hi"}], max_tokens=50,
