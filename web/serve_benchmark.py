@@ -78,7 +78,9 @@ def percentile_ms(values: list[float], q: float) -> float | None:
 
 async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, prompt_len: int, max_tokens: int,
                               request_rate: float | None = None, api_key: str | None = None,
-                              seed: int = 0) -> dict:
+                              seed: int = 0, text_prompts: list[str] | None = None) -> dict:
+    """`text_prompts` (each `prompt_len` tokens long) replace the random token ids: a gateway in
+    front of replicas routes on text and refuses token ids (its /v1/models gives no vocabulary)."""
     if concurrency < 1 or num_requests < 1 or prompt_len < 1 or max_tokens < 1:
         raise ValueError("concurrency, num_requests, prompt_len and max_tokens must be >= 1")
     base = url.rstrip("/").removesuffix("/v1")
@@ -94,9 +96,16 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
         client = clients[0]
         models = await client.get("/v1/models")
         models.raise_for_status()
-        vocab = models.json()["data"][0]["vocab_size"]
-        # distinct random prompts (ids past the control pieces), so the prefix cache gives nothing away
-        prompts = [[rng.randrange(3, vocab) for _ in range(prompt_len)] for _ in range(num_requests)]
+        card = models.json()["data"][0]
+        if text_prompts is not None:
+            if len(text_prompts) != num_requests:
+                raise ValueError(f"{len(text_prompts)} text prompts for {num_requests} requests")
+            prompts = text_prompts
+        elif "vocab_size" in card:
+            # distinct random prompts (ids past the control pieces), so the prefix cache gives nothing away
+            prompts = [[rng.randrange(3, card["vocab_size"]) for _ in range(prompt_len)] for _ in range(num_requests)]
+        else:
+            raise ValueError(f"{url} gives no vocabulary (a gateway?): pass text prompts")
         arrivals: asyncio.Queue = asyncio.Queue()
         counters_before = await _engine_counters(client)
 
@@ -104,7 +113,7 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
             """One of `concurrency` clients: takes the next arrived prompt until none is left."""
             while (prompt := await arrivals.get()) is not None:
                 try:
-                    results.append(await stream_one(client, prompt, max_tokens))
+                    results.append(await stream_one(client, prompt, max_tokens, card["id"]))
                 except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as e:
                     errors.append(f"{type(e).__name__}: {e}")
 

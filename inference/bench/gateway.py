@@ -1,5 +1,6 @@
 """`codellama bench gateway`: two replicas sharing one GPU, each with about half the KV cache one
-replica would have, behind the SGLang Model Gateway; `cache_aware` against `round_robin` in the
+replica would have (with `gpus=2`: one replica per GPU, each with a whole one's cache), behind
+the SGLang Model Gateway; `cache_aware` against `round_robin` in the
 same run (one gateway each, in front of the same replicas), over the shared-prefix workload of
 web/prefix_benchmark.py; and the gateway's added latency against a replica reached directly.
 
@@ -19,9 +20,9 @@ POLICIES = ("cache_aware", "round_robin")
 START_SECONDS = 900.0
 
 
-def half_kv_blocks(shape: str, replicas: int = 2, block_size: int = 16, overhead_gib: float = 4.0) -> int:
-    """KV blocks per replica when `replicas` share this GPU: 90 % of its free memory, less each
-    replica's weights and an allowance for activations, CUDA graphs and its CUDA context."""
+def kv_blocks(shape: str, replicas: int, block_size: int = 16, overhead_gib: float = 4.0) -> int:
+    """KV blocks per replica when `replicas` share a GPU like this one: 90 % of its free memory,
+    less each replica's weights and an allowance for activations, CUDA graphs and CUDA context."""
     import torch
 
     cfg = shape_config(shape)
@@ -83,15 +84,17 @@ def compare(serve_args: list[str], devices: list[str | None], *, workloads: dict
 
 
 def run(shape: str = "7b", *, requests: int = 1024, file_tokens: int = 3000, concurrency: int = 32,
-        max_tokens: int = 16, latency_pairs: int = 100) -> dict:
+        max_tokens: int = 16, latency_pairs: int = 100, gpus: int = 1) -> dict:
+    if gpus not in (1, 2):
+        raise ValueError(f"two replicas on 1 or 2 GPUs, not {gpus}")
     model_dir = random_model_dir(shape)
-    blocks = half_kv_blocks(shape)
+    blocks = kv_blocks(shape, replicas=3 - gpus)  # per GPU: two replicas on one, one on each of two
     cached_files = -(-int(1.5 * blocks * 16) // file_tokens)  # about 1.5 replicas' caches of files
     serve_args = [str(model_dir), "--load-format", "random", "--num-kv-blocks", str(blocks),
                   "--max-model-len", "8192", "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
     workloads = {"few_files": {"files": 8, "file_tokens": file_tokens, "requests": requests},
                  "many_files": {"files": cached_files, "file_tokens": file_tokens, "requests": requests}}
-    result = compare(serve_args, ["0", "0"], workloads=workloads, concurrency=concurrency, max_tokens=max_tokens,
+    result = compare(serve_args, ["0", "0"] if gpus == 1 else ["0", "1"], workloads=workloads, concurrency=concurrency, max_tokens=max_tokens,
                      latency_pairs=latency_pairs, tokenizer_path=model_dir / "tokenizer.model")
-    return {"shape": shape, "replicas": 2, "kv_blocks_per_replica": blocks, "block_size": 16,
+    return {"shape": shape, "replicas": 2, "gpus": gpus, "kv_blocks_per_replica": blocks, "block_size": 16,
             "concurrency": concurrency, "max_tokens": max_tokens, **result}

@@ -22,6 +22,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", choices=["awq", "int8"],
                         help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
     parser.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto", help="the KV cache's dtype")
+    parser.add_argument("--dp", type=int, default=1,
+                        help="serve: N replicas behind the gateway (codellama serve --dp N), one per GPU")
+    parser.add_argument("--gpus", type=int, choices=[1, 2], default=1,
+                        help="gateway: its two replicas share 1 GPU (half the KV cache each) or take one of 2")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,10 +63,11 @@ def run(args: argparse.Namespace) -> int:
             record["baseline"] = hf_baseline.run(args.shape, batches=(32,), prompt_len=128, new_tokens=128)
     elif args.what == "serve":
         from inference.bench import serve
-        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, **settings)
-    elif args.what == "gateway":  # two replicas on this GPU behind smg: cache_aware against round_robin
+        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, dp=args.dp, **settings)
+    elif args.what == "gateway":  # two replicas behind smg: cache_aware against round_robin
         from inference.bench import gateway
-        record["engine"] = gateway.run(args.shape, requests=args.num_prompts, concurrency=args.concurrency)
+        record["engine"] = gateway.run(args.shape, requests=args.num_prompts, concurrency=args.concurrency,
+                                       gpus=args.gpus)
     elif args.what == "profile":
         from inference.bench import profile
         record["profile"] = profile.run(args.shape, batch=args.batch, **settings)
