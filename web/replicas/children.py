@@ -2,13 +2,12 @@
 (smg, the SGLang Model Gateway) in front of them.
 
 Each child runs in a session of its own, so a terminal's Ctrl-C reaches only the supervisor,
-which then stops the children in order; on Linux a child also gets SIGTERM should the
-supervisor die without stopping it. A child's output is forwarded line by line under its name,
+which then stops the children in order; on Linux a child is also killed should the supervisor
+die without stopping it. A child's output is forwarded line by line under its name,
 and its last lines are kept for the error that says why it did not start."""
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
 import re
@@ -19,21 +18,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from functools import partial
 
 import httpx
 
-_PR_SET_PDEATHSIG = 1
+from inference.process_guard import die_with_parent
+
 STOP_BACKSTOP = 30.0  # seconds a child may take beyond its grace period before it is killed
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A preexec function asking Linux for SIGTERM when the supervisor dies (prctl resolved here,
-    in the parent, so the child only makes one system call between fork and exec)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str) -> int:
@@ -60,7 +51,7 @@ class Child:
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, errors="replace",
-                                     start_new_session=True, preexec_fn=_parent_death_signal())
+                                     start_new_session=True, preexec_fn=partial(die_with_parent, os.getpid()))
         threading.Thread(target=self._forward, name=f"{self.name}-output", daemon=True).start()
 
     def _forward(self) -> None:

@@ -35,13 +35,13 @@ class Loads(msgspec.Struct, kw_only=True):
 
 @get("/v1/loads", tags=["Server"], summary="The engine's load (for the gateway)", sync_to_thread=False)
 def loads(serving: NamedDependency[ServerState]) -> Loads:
-    engine = serving.engine
-    gauges = engine.gauges()
-    block_size, blocks = engine.info.config.block_size, engine.info.num_blocks
+    front = serving.front
+    gauges = front.gauges()
+    block_size, blocks = front.info.config.block_size, front.info.num_blocks
     rank = RankLoad(num_running_reqs=gauges.running, num_waiting_reqs=gauges.waiting,
                     num_total_reqs=gauges.running + gauges.waiting,
                     num_used_tokens=(blocks - gauges.free_blocks) * block_size,
                     max_total_num_tokens=blocks * block_size, token_usage=gauges.kv_usage,
                     cache_hit_rate=gauges.prefix_hits / gauges.prefix_queries if gauges.prefix_queries else 0.0,
-                    max_running_requests=engine.info.config.max_num_seqs)
+                    max_running_requests=front.info.config.max_num_seqs)
     return Loads(timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), dp_rank_count=1, loads=[rank])
