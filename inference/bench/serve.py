@@ -34,13 +34,13 @@ def offline_reference(shape: str, concurrency: int, num_prompts: int, input_len:
 
 
 def start_server(shape: str, concurrency: int, quantization: str | None = None, kv_cache_dtype: str = "auto",
-                 dp: int = 1) -> tuple[subprocess.Popen, str, deque]:
+                 dp: int = 1, tp: int = 1) -> tuple[subprocess.Popen, str, deque]:
     """A `codellama serve` process on a free port; its URL (the gateway's with `dp` > 1: the line
     that starts with `codellama serve`, not a replica's); the last lines it printed. Its output is
     read to the end on a thread, so that its log never fills the pipe and blocks it."""
     cmd = [sys.executable, "-m", "inference.cli", "serve", str(random_model_dir(shape)), "--load-format", "random",
            "--instance-num", str(concurrency), "--max-queue", "100000", "--max-model-len", "4096", "--port", "0",
-           "--kv-cache-dtype", kv_cache_dtype, "--dp", str(dp)] + (["--quant", quantization] if quantization else [])
+           "--kv-cache-dtype", kv_cache_dtype, "--dp", str(dp), "--tp", str(tp)] + (["--quant", quantization] if quantization else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     tail: deque = deque(maxlen=40)
@@ -75,7 +75,7 @@ def _gives_vocabulary(url: str) -> bool:
 
 
 def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: int = 128,
-        output_len: int = 128, url: str | None = None, dp: int = 1, **settings) -> dict:
+        output_len: int = 128, url: str | None = None, dp: int = 1, tp: int = 1, **settings) -> dict:
     """`settings`: more of the engine's (quantization, kv_cache_dtype), for both runs; `dp` > 1:
     the server is that many replicas behind the gateway."""
     from web.serve_benchmark import run_serve_benchmark
@@ -89,7 +89,7 @@ def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: 
     if url:
         return {"url": url, "serving": drive(url)}
     offline = offline_reference(shape, concurrency, num_prompts, input_len, output_len, **settings)
-    proc, url, log = start_server(shape, concurrency, dp=dp, **settings)
+    proc, url, log = start_server(shape, concurrency, dp=dp, tp=tp, **settings)
     try:
         drive(url, seed=1)  # warm up the server (kernel variants, connection pool) on the same load
         serving = drive(url)
@@ -99,5 +99,5 @@ def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: 
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    return {"shape": shape, "dp": dp, "offline": offline, "serving": serving,
+    return {"shape": shape, "dp": dp, "tp": tp, "offline": offline, "serving": serving,
             "serving_over_offline": serving["output_tok_per_s"] / offline["output_tok_s"]}

@@ -23,7 +23,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
     parser.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto", help="the KV cache's dtype")
     parser.add_argument("--dp", type=int, default=1,
-                        help="serve: N replicas behind the gateway (codellama serve --dp N), one per GPU")
+                        help="serve: N replicas behind the gateway (codellama serve --dp N), each on --tp GPUs")
+    parser.add_argument("--tp", type=int, default=1, help="serve: the server's tensor-parallel GPUs (codellama serve --tp)")
     parser.add_argument("--gpus", type=int, choices=[1, 2], default=1,
                         help="gateway: its two replicas share 1 GPU (half the KV cache each) or take one of 2")
 
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             record["baseline"] = hf_baseline.run(args.shape, batches=(32,), prompt_len=128, new_tokens=128)
     elif args.what == "serve":
         from inference.bench import serve
-        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, dp=args.dp, **settings)
+        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, dp=args.dp, tp=args.tp,
+                                     **settings)
     elif args.what == "gateway":  # two replicas behind smg: cache_aware against round_robin
         from inference.bench import gateway
         record["engine"] = gateway.run(args.shape, requests=args.num_prompts, concurrency=args.concurrency,
