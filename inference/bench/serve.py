@@ -40,7 +40,8 @@ def start_server(shape: str, concurrency: int, quantization: str | None = None, 
     read to the end on a thread, so that its log never fills the pipe and blocks it."""
     cmd = [sys.executable, "-m", "inference.cli", "serve", str(random_model_dir(shape)), "--load-format", "random",
            "--instance-num", str(concurrency), "--max-queue", "100000", "--max-model-len", "4096", "--port", "0",
-           "--kv-cache-dtype", kv_cache_dtype, "--dp", str(dp), "--tp", str(tp)] + (["--quant", quantization] if quantization else [])
+           "--kv-cache-dtype", kv_cache_dtype, "--dp", str(dp), "--tp", str(tp)]
+    cmd += ["--quant", quantization] if quantization else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     tail: deque = deque(maxlen=40)
