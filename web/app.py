@@ -4,6 +4,7 @@
       /v1/models, /v1/completions, /v1/chat/completions     OpenAI (routes/*)
       /infill, /tokenize, /detokenize                        llama.cpp (routes/llamacpp.py)
       /health, /metrics (Prometheus), /docs (Swagger UI, assets served locally)
+      /v1/loads                                              the engine's load, for the gateway (routes/loads.py)
       /, /playground/*, /admin, /login                       pages (pages/*, templates/)
       /static                                                htmx, its SSE extension, CSS (static/)
 
@@ -47,6 +48,7 @@ from .routes.chat import ChatController
 from .routes.completions import CompletionsController
 from .routes.health import health
 from .routes.llamacpp import LlamaCppController
+from .routes.loads import loads
 from .routes.metrics import metrics
 from .routes.models import ModelsController
 from .settings import ServerSettings
@@ -117,7 +119,7 @@ def create_app(engine: LLMEngine | EngineFront, settings: ServerSettings | None 
             await serving.stop()
 
     guards = [api_key_guard(settings)] if settings.api_keys else []
-    api = Router("/", route_handlers=[ModelsController, CompletionsController, ChatController, LlamaCppController],
+    api = Router("/", route_handlers=[ModelsController, CompletionsController, ChatController, LlamaCppController, loads],
                  guards=guards)
     pages = Router("/", route_handlers=[PlaygroundController, AdminController, LoginController],
                    response_headers=PAGE_HEADERS)

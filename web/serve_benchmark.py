@@ -31,11 +31,13 @@ class _Result:
     output_tokens: int
 
 
-async def _stream_one(client: httpx.AsyncClient, prompt: list[int], max_tokens: int) -> _Result:
-    """One streamed request. With hundreds of streams the driver must stay cheaper than the server,
-    so reads are only scanned for token chunks (timed) and the tail is parsed once at the end."""
+async def stream_one(client: httpx.AsyncClient, prompt: str | list[int], max_tokens: int,
+                     model: str | None = None) -> _Result:
+    """One streamed request (a gateway in front wants the model named). With hundreds of streams the
+    driver must stay cheaper than the server, so reads are only scanned for token chunks (timed)
+    and the tail is parsed once at the end."""
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+            "stream_options": {"include_usage": True}, **({"model": model} if model else {})}
     start = time.perf_counter()
     first = last = None
     tail = b""
@@ -70,13 +72,15 @@ async def _engine_counters(client: httpx.AsyncClient) -> dict[str, float] | None
             for s in family.samples if s.name in wanted}
 
 
-def _ms(values: list[float], q: float) -> float | None:
+def percentile_ms(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 3) if values else None
 
 
 async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, prompt_len: int, max_tokens: int,
                               request_rate: float | None = None, api_key: str | None = None,
-                              seed: int = 0) -> dict:
+                              seed: int = 0, text_prompts: list[str] | None = None) -> dict:
+    """`text_prompts` (each `prompt_len` tokens long) replace the random token ids: a gateway in
+    front of replicas routes on text and refuses token ids (its /v1/models gives no vocabulary)."""
     if concurrency < 1 or num_requests < 1 or prompt_len < 1 or max_tokens < 1:
         raise ValueError("concurrency, num_requests, prompt_len and max_tokens must be >= 1")
     base = url.rstrip("/").removesuffix("/v1")
@@ -92,9 +96,16 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
         client = clients[0]
         models = await client.get("/v1/models")
         models.raise_for_status()
-        vocab = models.json()["data"][0]["vocab_size"]
-        # distinct random prompts (ids past the control pieces), so the prefix cache gives nothing away
-        prompts = [[rng.randrange(3, vocab) for _ in range(prompt_len)] for _ in range(num_requests)]
+        card = models.json()["data"][0]
+        if text_prompts is not None:
+            if len(text_prompts) != num_requests:
+                raise ValueError(f"{len(text_prompts)} text prompts for {num_requests} requests")
+            prompts = text_prompts
+        elif "vocab_size" in card:
+            # distinct random prompts (ids past the control pieces), so the prefix cache gives nothing away
+            prompts = [[rng.randrange(3, card["vocab_size"]) for _ in range(prompt_len)] for _ in range(num_requests)]
+        else:
+            raise ValueError(f"{url} gives no vocabulary (a gateway?): pass text prompts")
         arrivals: asyncio.Queue = asyncio.Queue()
         counters_before = await _engine_counters(client)
 
@@ -102,7 +113,7 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
             """One of `concurrency` clients: takes the next arrived prompt until none is left."""
             while (prompt := await arrivals.get()) is not None:
                 try:
-                    results.append(await _stream_one(client, prompt, max_tokens))
+                    results.append(await stream_one(client, prompt, max_tokens, card["id"]))
                 except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as e:
                     errors.append(f"{type(e).__name__}: {e}")
 
@@ -125,8 +136,8 @@ async def run_serve_benchmark(url: str, *, concurrency: int, num_requests: int, 
         "concurrency": concurrency, "request_rate": request_rate, "prompt_len": prompt_len, "max_tokens": max_tokens,
         "duration_s": round(duration, 3), "output_tokens": output_tokens,
         "output_tok_per_s": round(output_tokens / duration, 2), "requests_per_s": round(len(results) / duration, 3),
-        "ttft_p50_ms": _ms(ttfts, 50), "ttft_p99_ms": _ms(ttfts, 99),
-        "tpot_p50_ms": _ms(tpots, 50), "tpot_p99_ms": _ms(tpots, 99),
+        "ttft_p50_ms": percentile_ms(ttfts, 50), "ttft_p99_ms": percentile_ms(ttfts, 99),
+        "tpot_p50_ms": percentile_ms(tpots, 50), "tpot_p99_ms": percentile_ms(tpots, 99),
         "server_engine": counters_before and counters_after and
         {name: round(counters_after[name] - counters_before[name], 3) for name in _ENGINE_COUNTERS},
     }

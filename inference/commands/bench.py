@@ -1,4 +1,4 @@
-"""`codellama bench latency|throughput|kernels|profile|serve|verify`: speed on random-weight models
+"""`codellama bench latency|throughput|kernels|profile|serve|verify|gateway`: speed on random-weight models
 of the real shapes."""
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ BENCHMARKS = {
     "serve": "streaming clients against the HTTP server (started here on the GPU, or --url: any running one)",
     "verify": "the step time of verifying 0-8 drafted tokens per sequence at batch 1-256 (the speculation "
               "cost model's table), and speculation off against on for repeated requests",
+    "gateway": "two replicas behind the SGLang Model Gateway on editor-like traffic: cache_aware against "
+               "round_robin (prefix-cache hits, TTFT), and the gateway's added latency",
 }
 
 
@@ -44,7 +46,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         if name == "serve":
             p.add_argument("--concurrency", type=int, default=256, help="concurrent streaming clients")
             p.add_argument("--url", help="drive this running server instead of starting one (needs no GPU here)")
-        if name not in ("kernels", "verify"):
+            p.add_argument("--dp", type=int, default=1, help="N replicas behind the gateway (codellama serve --dp N)")
+            p.add_argument("--tp", type=int, default=1, help="the server's tensor-parallel GPUs (codellama serve --tp)")
+        if name == "gateway":
+            p.add_argument("--num-prompts", type=int, default=1024, help="requests of each workload and policy")
+            p.add_argument("--concurrency", type=int, default=32,
+                           help="concurrent streaming clients (more would overfill the halved KV caches)")
+            p.add_argument("--gpus", type=int, choices=[1, 2], default=1,
+                           help="its two replicas share 1 GPU (half the KV cache each) or take one of 2")
+        if name not in ("kernels", "verify", "gateway"):
             p.add_argument("--quant", choices=["awq", "int8"],
                            help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
             p.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto", help="the KV cache's dtype")
@@ -64,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("benchmarks need a CUDA GPU")
     record = {"benchmark": args.what, "device": common.device_record()}
     settings = {}
-    if args.what not in ("kernels", "verify"):  # the engine's settings, in every run of the others
+    if args.what not in ("kernels", "verify", "gateway"):  # the engine's settings, in every run of the others
         settings = dict(quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)
         record["weights"], record["kv_cache_dtype"] = args.quant or "bfloat16", args.kv_cache_dtype
     copy_bw = common.copy_bandwidth()
@@ -86,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
             record["baseline"] = hf_baseline.run(args.shape, batches=(32,), prompt_len=128, new_tokens=128)
     elif args.what == "serve":
         from inference.bench import serve
-        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, **settings)
+        record["engine"] = serve.run(args.shape, args.concurrency, args.num_prompts, dp=args.dp, tp=args.tp,
+                                     **settings)
+    elif args.what == "gateway":  # two replicas behind smg: cache_aware against round_robin
+        from inference.bench import gateway
+        record["engine"] = gateway.run(args.shape, requests=args.num_prompts, concurrency=args.concurrency,
+                                       gpus=args.gpus)
     elif args.what == "verify":
         import json
         import tempfile

@@ -19,7 +19,7 @@ WHO = {
     ("GET", "/health"): OPEN, ("GET", "/login"): OPEN, ("POST", "/login"): OPEN, ("POST", "/logout"): OPEN,
     ("GET", "/v1/models"): USER, ("GET", "/v1/models/{model:str}"): USER, ("POST", "/v1/completions"): USER,
     ("POST", "/v1/chat/completions"): USER, ("POST", "/infill"): USER, ("POST", "/tokenize"): USER,
-    ("POST", "/detokenize"): USER,
+    ("POST", "/detokenize"): USER, ("GET", "/v1/loads"): USER,  # the gateway polls it with its key
     ("GET", "/"): USER, ("POST", "/playground/chat"): USER, ("POST", "/playground/infill"): USER,
     ("POST", "/playground/complete"): USER, ("POST", "/playground/python"): USER,
     ("GET", "/playground/stream/{key:str}"): USER,

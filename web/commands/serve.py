@@ -32,6 +32,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--port", "--server-port", type=int, help="same as PORT (0: any free port)")
     g.add_argument("--max-queue", type=int, default=256, metavar="N",
                    help="sequences that may wait beyond --instance-num; more get 429 (default 256)")
+    g.add_argument("--dp", type=int, default=1, metavar="N",
+                   help="data parallelism: N replicas (each on --tp GPUs of its own) behind the SGLang Model "
+                        "Gateway on HOST:PORT (default 1: one server, no gateway)")
+    g.add_argument("--router-policy", choices=["cache_aware", "round_robin"],
+                   help="--dp: how the gateway picks a replica (default cache_aware: the one holding the "
+                        "longest prefix of the prompt, unless the load is uneven)")
     g.add_argument("--api-keys", nargs="+", default=[], metavar="KEY",
                    help="accept only requests with `Authorization: Bearer KEY` (the pages ask for one once)")
     g.add_argument("--admin-key", metavar="KEY",
@@ -52,6 +58,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_engine_options(parser, max_num_seqs=32, max_num_seqs_names=("--instance-num", "--max-num-seqs", "--max-batch-size"),
                        max_num_seqs_help="sequences generated at once (LMDeploy's --instance_num; the engine's "
                                          "--max-num-seqs)")
+    parser.set_defaults(_serve_parser=parser)  # --dp rebuilds each replica's arguments from it
 
 
 def _pick(name: str, positional, option, default):
@@ -92,6 +99,15 @@ def run(args: argparse.Namespace) -> int:
         return _point_at_playground(args.workspace)
     workspace, host, port = where(args)
     kwargs = engine_kwargs(args, workspace)  # --tp checked against the workspace before anything starts
+    if args.dp < 1:
+        raise ValueError(f"--dp must be >= 1, got {args.dp}")
+    if args.dp > 1:
+        from web.replicas.supervisor import serve_replicas
+
+        args.workspace, args.tp = workspace, kwargs["tensor_parallel_size"]
+        return serve_replicas(args._serve_parser, args, host, port)
+    if args.router_policy is not None:
+        raise ValueError("--router-policy chooses between replicas: give --dp 2 or more")
     from web.server import bind, serve
 
     sock = bind(host, port)  # a port in use is said now, not after loading the model

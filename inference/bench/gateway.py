@@ -1,0 +1,100 @@
+"""`codellama bench gateway`: two replicas sharing one GPU, each with about half the KV cache one
+replica would have (with `gpus=2`: one replica per GPU, each with a whole one's cache), behind
+the SGLang Model Gateway; `cache_aware` against `round_robin` in the
+same run (one gateway each, in front of the same replicas), over the shared-prefix workload of
+web/prefix_benchmark.py; and the gateway's added latency against a replica reached directly.
+
+Two workloads: a few long files, which fit in either replica's cache, and files enough for about
+1.5 replicas' caches, where sending each file to one replica is what keeps it cached. Each
+policy gets files of its own (the same number, lengths and request order), so neither finds the
+other's files cached."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from .common import kv_bytes_per_token, random_model_dir, shape_config, weight_bytes_per_step
+
+POLICIES = ("cache_aware", "round_robin")
+START_SECONDS = 900.0
+
+
+def kv_blocks(shape: str, replicas: int, block_size: int = 16, overhead_gib: float = 4.0) -> int:
+    """KV blocks per replica when `replicas` share a GPU like this one: 90 % of its free memory,
+    less each replica's weights and an allowance for activations, CUDA graphs and CUDA context."""
+    import torch
+
+    cfg = shape_config(shape)
+    free, _ = torch.cuda.mem_get_info()
+    weights = weight_bytes_per_step(cfg) + 2 * cfg["vocab_size"] * cfg["hidden_size"]  # + the embedding table
+    per_replica = (0.9 * free - replicas * (weights + overhead_gib * 2**30)) / replicas
+    return int(per_replica // (kv_bytes_per_token(cfg) * block_size))
+
+
+def compare(serve_args: list[str], devices: list[str | None], *, workloads: dict[str, dict], concurrency: int,
+            max_tokens: int, latency_pairs: int, tokenizer_path, echo: bool = False) -> dict:
+    """Start the replicas and one gateway per policy; run every workload under each policy."""
+    import httpx
+
+    from inference.tokenizer import Tokenizer
+    from web import prefix_benchmark as bench
+    from web.replicas.children import Gateway, Replica, free_port
+    from web.replicas.supervisor import Cluster
+
+    def gateway(urls: list[str], policy: str) -> Gateway:
+        return Gateway(urls, "127.0.0.1", free_port("127.0.0.1"), policy, name=f"gateway {policy}", echo=echo)
+
+    tokenizer = Tokenizer(tokenizer_path)
+    cluster = Cluster([Replica(i, serve_args, d, echo=echo) for i, d in enumerate(devices)])
+    gateways: dict[str, Gateway] = {}
+    try:
+        cluster.start(lambda urls: gateway(urls, POLICIES[0]), threading.Event())
+        urls = [r.url for r in cluster.replicas]
+        gateways[POLICIES[0]] = cluster.gateway
+        for policy in POLICIES[1:]:
+            gateways[policy] = gateway(urls, policy)
+            gateways[policy].start()
+            gateways[policy].wait_ready(START_SECONDS)
+        model = httpx.get(f"{urls[0]}/v1/models").json()["data"][0]["id"]
+
+        def run_once(url: str, files: list[str], num_prompts: int, order_seed: int) -> dict:
+            before = bench.replica_counters(urls)
+            load = asyncio.run(bench.drive(url, bench.editor_prompts(files, num_prompts, order_seed),
+                                           concurrency=concurrency, max_tokens=max_tokens, model=model))
+            return {**load, "prefix_cache": bench.prefix_cache_use(before, bench.replica_counters(urls))}
+
+        warm = bench.file_texts(tokenizer, 4, 256, seed=999)  # kernels and graphs warm on both replicas
+        result = {"warm_up": run_once(gateways["round_robin"].url, warm, 4 * concurrency, 999), "workloads": {}}
+        for w, (name, spec) in enumerate(workloads.items()):
+            runs = {}
+            for p, policy in enumerate(POLICIES):
+                files = bench.file_texts(tokenizer, spec["files"], spec["file_tokens"], seed=100 * w + p)
+                runs[policy] = run_once(gateways[policy].url, files, spec["requests"], order_seed=w)
+            result["workloads"][name] = {**spec, **runs}
+        result["gateway_latency"] = asyncio.run(bench.added_latency(gateways["round_robin"].url, urls[0],
+                                                                    model=model, pairs=latency_pairs))
+        return result
+    finally:
+        for policy in POLICIES[1:]:
+            if policy in gateways:
+                gateways[policy].signal_stop()
+                gateways[policy].wait_stopped(5)
+        cluster.stop(5)
+
+
+def run(shape: str = "7b", *, requests: int = 1024, file_tokens: int = 3000, concurrency: int = 32,
+        max_tokens: int = 16, latency_pairs: int = 100, gpus: int = 1) -> dict:
+    if gpus not in (1, 2):
+        raise ValueError(f"two replicas on 1 or 2 GPUs, not {gpus}")
+    model_dir = random_model_dir(shape)
+    blocks = kv_blocks(shape, replicas=3 - gpus)  # per GPU: two replicas on one, one on each of two
+    cached_files = -(-int(1.5 * blocks * 16) // file_tokens)  # about 1.5 replicas' caches of files
+    serve_args = [str(model_dir), "--load-format", "random", "--num-kv-blocks", str(blocks),
+                  "--max-model-len", "8192", "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
+    workloads = {"few_files": {"files": 8, "file_tokens": file_tokens, "requests": requests},
+                 "many_files": {"files": cached_files, "file_tokens": file_tokens, "requests": requests}}
+    result = compare(serve_args, ["0", "0"] if gpus == 1 else ["0", "1"], workloads=workloads, concurrency=concurrency, max_tokens=max_tokens,
+                     latency_pairs=latency_pairs, tokenizer_path=model_dir / "tokenizer.model")
+    return {"shape": shape, "replicas": 2, "gpus": gpus, "kv_blocks_per_replica": blocks, "block_size": 16,
+            "concurrency": concurrency, "max_tokens": max_tokens, **result}
