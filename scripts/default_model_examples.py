@@ -2,7 +2,10 @@
 
 - each file is cut at blank lines into documents of about `max_chars` characters;
 - a document is, with probability `fim_rate`, an infilling example: split at two character
-  positions drawn uniformly into prefix / middle / suffix, laid out as `inference/prompts.py`'s
+  positions drawn uniformly into prefix / middle / suffix (Code Llama's split) or, with probability
+  `line_hole_rate`, around one to three whole lines (the hole an editor asks to fill: the model
+  trained on uniform splits alone never learned where a line's middle ends: 0 of 400 held-out
+  single-line holes, benchmarks/2026-12-01-h200-default-model-eval.json), laid out as `inference/prompts.py`'s
   `infill_prompt` lays it out (half prefix-suffix-middle, half suffix-prefix-middle), then the
   middle as `encode_infilling` encodes it, then `▁<EOT>`; otherwise plain text, BOS ... EOS;
 - with probability `instruct_rate`, a documented function becomes a chat example in Meta's
@@ -37,6 +40,7 @@ class ExampleSettings:
     instruct_rate: float = 0.5
     system_rate: float = 0.5
     max_chars: int = 3000
+    line_hole_rate: float = 0.5
 
 
 @functools.cache
@@ -65,7 +69,8 @@ def file_tokens(job: tuple[str, str, int, ExampleSettings]) -> tuple[np.ndarray,
     for doc in documents(text, settings.max_chars):
         if rng.random() < settings.fim_rate:
             suffix_first = rng.random() < 0.5
-            add("spm" if suffix_first else "psm", infill_example(tok, doc, rng, suffix_first))
+            whole_lines = rng.random() < settings.line_hole_rate
+            add("spm" if suffix_first else "psm", infill_example(tok, doc, rng, suffix_first, whole_lines))
         else:
             add("plain", tok.encode(doc, bos=True, eos=True))
     for fn in documented_functions(text, tree):
@@ -108,13 +113,24 @@ def _by_lines(text: str, max_chars: int) -> list[str]:
     return pieces + [piece]
 
 
-def infill_example(tok: Tokenizer, doc: str, rng: random.Random, suffix_first: bool) -> list[int]:
-    """The infilling prompt of `doc` split at two uniform character positions, then the middle
-    and ▁<EOT>: what the model must answer to `LLM.infill(prefix, suffix)`."""
-    i, j = sorted(rng.randint(0, len(doc)) for _ in range(2))
+def infill_example(tok: Tokenizer, doc: str, rng: random.Random, suffix_first: bool,
+                   whole_lines: bool = False) -> list[int]:
+    """The infilling prompt of `doc` split at two uniform character positions (or around one to
+    three whole lines), then the middle and ▁<EOT>: what the model must answer to
+    `LLM.infill(prefix, suffix)`."""
+    i, j = line_hole(doc, rng) if whole_lines else sorted(rng.randint(0, len(doc)) for _ in range(2))
     prefix, middle, suffix = doc[:i], doc[i:j], doc[j:]
     prompt = infill_prompt(tok, prefix, suffix, suffix_first)
     return prompt.token_ids + tok.encode_infilling(middle) + [tok.infill_id("eot")]
+
+
+def line_hole(doc: str, rng: random.Random) -> tuple[int, int]:
+    """Character positions around one to three whole lines of `doc`, drawn uniformly."""
+    lines = doc.splitlines(keepends=True)
+    first = rng.randrange(len(lines))
+    last = min(len(lines), first + rng.randint(1, 3))
+    start = sum(map(len, lines[:first]))
+    return start, start + sum(map(len, lines[first:last]))
 
 
 def chat_example(tok: Tokenizer, request: str, answer: str, system: str | None = None) -> list[int]:

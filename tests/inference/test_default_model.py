@@ -37,6 +37,9 @@ def test_the_default_model_is_the_trained_one(llm, json_files):
     assert trained < 0.5 * random, (trained, random)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 11 is open: the model trained on 2026-12-01 never learned where an "
+                   "infilled line ends (0 of 400 held-out holes); the training recipe now adds whole-line holes and "
+                   "awaits a GPU run. Strict: once a retrained model fills this hole, remove the mark.")
 def test_it_fills_a_held_out_hole_with_a_line_that_parses(llm, json_files):
     encoder = next(f.text for f in json_files if f.name == "json/encoder.py")
     fn = next(f for f in documented_functions(encoder) if f.name == "py_encode_basestring")

@@ -9,7 +9,8 @@ import pytest
 
 from inference.prompts import chat_prompt, infill_prompt
 from inference.tokenizer import Tokenizer
-from scripts.default_model_examples import ExampleSettings, chat_example, documents, file_tokens, infill_example
+from scripts.default_model_examples import (ExampleSettings, chat_example, documents, file_tokens, infill_example,
+                                            line_hole)
 from tests.inference.meta_reference import MetaTokenizer, chat_completion_tokens, infilling_prompt_tokens
 from tests.models import OWN_TOKENIZER
 
@@ -32,11 +33,12 @@ def tok():
     return Tokenizer(OWN_TOKENIZER)
 
 
+@pytest.mark.parametrize("whole_lines", [False, True])
 @pytest.mark.parametrize("suffix_first", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_an_infilling_example_is_metas_prompt_then_the_middle_then_eot(tok, suffix_first, seed):
+def test_an_infilling_example_is_metas_prompt_then_the_middle_then_eot(tok, suffix_first, seed, whole_lines):
     meta = MetaTokenizer(OWN_TOKENIZER)
-    example = infill_example(tok, DOC, random.Random(seed), suffix_first)
+    example = infill_example(tok, DOC, random.Random(seed), suffix_first, whole_lines)
     mid = example.index(meta.middle_id)
     suffix = meta.decode_infilling(example[3 if suffix_first else example.index(meta.suffix_id) + 1:mid])
     assert DOC.endswith(suffix)
@@ -52,6 +54,14 @@ def test_an_infilling_example_is_metas_prompt_then_the_middle_then_eot(tok, suff
     prefix = before[:splits[0]]
     prompt = infilling_prompt_tokens(meta, prefix, suffix, suffix_first)
     assert infill_prompt(tok, prefix, suffix, suffix_first).token_ids == prompt == example[:len(prompt)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_line_hole_is_one_to_three_whole_lines(seed):
+    i, j = line_hole(DOC, random.Random(seed))
+    middle = DOC[i:j]
+    assert (i == 0 or DOC[i - 1] == "\n") and (j == len(DOC) or DOC[j - 1] == "\n")
+    assert 1 <= len(middle.splitlines()) <= 3
 
 
 @pytest.mark.parametrize("system", [None, "Provide answers in Python"])
