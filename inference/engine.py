@@ -31,7 +31,8 @@ from pathlib import Path
 
 from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
-from .model_info import ModelInfo, load_model_info
+from .engine_status import EngineGauges, EngineInfo, EngineStats
+from .model_info import load_model_info
 from .output_processor import SequenceOutput
 from .outputs import EngineOutput, RequestMetrics, TokenLogprob
 from .requests import EngineRequest, RequestMaker
@@ -41,48 +42,6 @@ from .scheduler import Batch, Scheduler
 from .sequence import Sequence
 from .speculative import Draft, SequenceDrafting, Speculator, StepTimes, infill_suffix_span, plan
 from .tokenizer import Tokenizer
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters since start, for the metrics pages."""
-
-    prompt_tokens: int = 0  # prompt tokens computed (prefix-cache hits excluded)
-    generation_tokens: int = 0
-    steps: int = 0
-    launch_seconds: float = 0.0  # host time scheduling, preparing and queueing steps
-    wait_seconds: float = 0.0  # host time waiting for the device's results
-    output_seconds: float = 0.0  # host time turning results into outputs
-    draft_tokens: int = 0  # drafted tokens verified (speculative decoding)
-    accepted_tokens: int = 0  # of those, accepted
-
-
-@dataclass(frozen=True, slots=True)
-class EngineInfo:
-    """What a server needs to know of its engine, fixed once the engine has started."""
-
-    config: EngineConfig
-    model_info: ModelInfo
-    num_blocks: int
-
-    @property
-    def model_dir(self) -> Path:
-        return self.config.model_dir
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineGauges:
-    """The engine's numbers at one moment, for the metrics pages."""
-
-    running: int = 0  # sequences in the running batch
-    waiting: int = 0
-    unfinished_requests: int = 0
-    free_blocks: int
-    kv_usage: float = 0.0
-    prefix_queries: int = 0
-    prefix_hits: int = 0
-    preemptions: int = 0
-    stats: EngineStats = dataclasses.field(default_factory=EngineStats)
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from functools import partial
 
-from .engine import EngineGauges, EngineInfo
+from .engine_status import EngineGauges, EngineInfo
 from .engine_messages import (AbortRequest, AddRequest, FromEngine, RequestsFailed, StepOutputs, ToEngine)
 from .outputs import EngineOutput, RequestOutput
 from .requests import EngineRequest, RequestMaker

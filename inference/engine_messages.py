@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engine import EngineGauges, EngineInfo
+from .engine_status import EngineGauges, EngineInfo
 from .outputs import EngineOutput
 from .requests import EngineRequest
 

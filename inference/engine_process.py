@@ -24,7 +24,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .config import EngineConfig
-from .engine import EngineGauges, LLMEngine
+from .engine import LLMEngine
+from .engine_status import EngineGauges
 from .engine_front import EngineFront, EngineGone
 from .engine_loop import run_engine_loop
 from .engine_messages import EngineFailedToStart, EngineReady, EngineStopped, StopEngine, ToEngine
