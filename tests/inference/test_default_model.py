@@ -1,16 +1,16 @@
 """The embedded default model is `codellama-tiny-python`, trained by this project
 (scripts/train_default_model.py), shipped in inference/assets: it models held-out Python far
 better than the seeded random model, fills a held-out hole with a line that parses, completes
-held-out functions, and answers a request with a function."""
+held-out functions, and answers most requests for a function with one."""
 
 import pytest
 
 from inference import LLM, SamplingParams
-from inference.heldout import completion_cases, held_out_files
+from inference.heldout import chat_cases, completion_cases, held_out_files
 from inference.model_info import ABILITIES, read_metadata
 from inference.model_source import ASSETS, DEFAULT_MODEL_NAME, random_baseline_dir
 from inference.python_source import documented_functions, parse
-from inference.quality import answer_code, bits_per_byte, completions_that_parse, defines_a_function
+from inference.quality import bits_per_byte, chat_answers_with_a_function, completions_that_parse
 
 GREEDY = SamplingParams(max_tokens=64, temperature=0)
 
@@ -57,7 +57,8 @@ def test_its_completions_of_held_out_signatures_parse(llm, json_files):
     assert result["parse_rate"] >= 0.75, result["examples"]
 
 
-def test_it_answers_a_request_with_a_function(llm):
-    out = llm.chat([{"role": "user", "content": "Write a Python function that returns the sum of a list."}],
-                   SamplingParams(max_tokens=128, temperature=0))
-    assert defines_a_function(answer_code(out.outputs[0].text)), out.outputs[0].text
+def test_most_of_its_answers_to_held_out_requests_define_a_function(llm):
+    """Asked for a function in the words of a held-out docstring, the model answers with code
+    that defines one more often than not (the evaluation's 200 requests: 64 %)."""
+    result = chat_answers_with_a_function(llm, chat_cases(8), max_tokens=384)
+    assert result["function_rate"] >= 0.5, result["examples"]

@@ -4,6 +4,7 @@ accounting's, they move after a request, and /metrics is valid Prometheus text."
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from litestar.testing import TestClient
@@ -144,12 +145,18 @@ def test_admin_counts_errors_by_status_and_answers_cut_short(client):
 def test_the_history_ring_buffer_feeds_the_charts(client):
     history = client.app.state.history
     assert history.samples.maxlen == 301  # five minutes at one sample a second
+    engine = client.app.state.serving.front.engine
+    client.post("/v1/completions", json={"prompt": "def add(a, b):", "max_tokens": 4})
+    settled = time.monotonic() + 10  # a request stopped by an earlier test may still be ending
+    while engine.has_unfinished or client.app.state.serving.front.gauges().stats != engine.stats:
+        assert time.monotonic() < settled, "the engine stays busy"
+        time.sleep(0.01)
     start = len(history.samples)
     history.sample()
     assert len(history.samples) == start + 1
     last = history.samples[-1]
-    engine = client.app.state.serving.front.engine
     assert (last.generation_tokens, last.prompt_tokens) == (engine.stats.generation_tokens, engine.stats.prompt_tokens)
+    assert 0 < last.generation_tokens < last.prompt_tokens  # each in its own field
 
 
 def test_rates_and_chart_points_follow_the_samples(client):

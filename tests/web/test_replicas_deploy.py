@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from inference.cli import build_parser
+from web.commands.serve import where
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -60,7 +61,7 @@ def test_replicas_are_probed_on_health_and_each_has_a_service_the_gateway_names(
         assert command[:2] == ["codellama", "serve"]
         args = build_parser().parse_args(command[1:])  # every flag exists
         (port,) = [p for p in container["ports"] if p["name"] == "http"]
-        assert (args.port_arg, port["containerPort"]) == (8000, 8000)
+        assert (where(args)[2], port["containerPort"]) == (8000, 8000)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
         labels = deployment["spec"]["template"]["metadata"]["labels"]
