@@ -246,6 +246,7 @@ class LLMEngine:
                 self.speculator.record(state, verified, len(gained) - 1)
                 self.stats.draft_tokens += len(draft)
                 self.stats.accepted_tokens += len(gained) - 1
+                self.stats.drafts += 1
         self._drafts = {}
 
     def _outputs(self, batch: Batch, samples: list[list[TokenSample] | None],

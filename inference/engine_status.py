@@ -23,6 +23,7 @@ class EngineStats:
     output_seconds: float = 0.0  # host time turning results into outputs
     draft_tokens: int = 0  # drafted tokens verified (speculative decoding)
     accepted_tokens: int = 0  # of those, accepted
+    drafts: int = 0  # drafts verified, one per sequence and verifying step (mean accepted length: accepted / drafts)
 
 
 @dataclass(frozen=True, slots=True)

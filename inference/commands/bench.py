@@ -1,5 +1,6 @@
 """`codellama bench latency|throughput|kernels|profile|serve|verify|gateway`: speed on random-weight models
-of the real shapes."""
+of the real shapes; `codellama bench edits`: speculative decoding on the edit workload of a trained model
+(the embedded default model unless --model), on a GPU or the CPU."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ BENCHMARKS = {
     "serve": "streaming clients against the HTTP server (started here on the GPU, or --url: any running one)",
     "verify": "the step time of verifying 0-8 drafted tokens per sequence at batch 1-256 (the speculation "
               "cost model's table), and speculation off against on for repeated requests",
+    "edits": "speculative decoding on held-out Python edits (completion and infill forms) with a trained model: "
+             "each mode against off, greedy, at batch 1, 8, 64: identical outputs, acceptance, model steps per "
+             "token (runs on the CPU too)",
     "gateway": "two replicas behind the SGLang Model Gateway on editor-like traffic: cache_aware against "
                "round_robin (prefix-cache hits, TTFT), and the gateway's added latency",
 }
@@ -28,9 +32,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", required=True, metavar="BENCHMARK")
     for name, text in BENCHMARKS.items():
         p = sub.add_parser(name, help=text, description=text, formatter_class=_Formatter)
+        p.add_argument("--out", help="also write the JSON record here")
+        if name == "edits":
+            _edits_options(p)
+            continue
         p.add_argument("--shape", choices=["7b", "13b", "34b", "70b"], default="7b",
                        help="the Code Llama shape of the random-weight model")
-        p.add_argument("--out", help="also write the JSON record here")
         if name in ("latency", "throughput"):
             p.add_argument("--baseline", action="store_true",
                            help="also time transformers' static-cache generate (compiles: minutes)")
@@ -54,6 +61,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                            help="concurrent streaming clients (more would overfill the halved KV caches)")
             p.add_argument("--gpus", type=int, choices=[1, 2], default=1,
                            help="its two replicas share 1 GPU (half the KV cache each) or take one of 2")
+        if name == "verify":
+            p.add_argument("--edits", action="store_true",
+                           help="then the edit workload (bench edits) on the embedded default model on this GPU, "
+                                "its drafts planned by the table just measured")
         if name not in ("kernels", "verify", "gateway"):
             p.add_argument("--quant", choices=["awq", "int8"],
                            help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
@@ -65,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     from inference.bench import common
 
+    if args.what == "edits":
+        return _run_edits(args)
     if args.what == "serve" and args.url:
         from inference.bench import serve
         common.write_json(args.out, {"benchmark": "serve", "engine": serve.run(args.shape, args.concurrency,
@@ -113,11 +126,52 @@ def run(args: argparse.Namespace) -> int:
             json.dump(record, table)
             table.flush()
             record["speculation"] = speculation.run(lambda **kw: common.make_engine(args.shape, **kw), table.name)
+        if args.edits:
+            from inference.bench import edit_speculation
+            from inference.speculative import StepTimes
+            common.write_json(args.out, record)
+            record["edits"] = edit_speculation.measure(device="cuda", step_times=StepTimes.from_record(record["verify"]),
+                                                       require_identical=False)
     elif args.what == "profile":
         from inference.bench import profile
         record["profile"] = profile.run(args.shape, batch=args.batch, **settings)
     else:
         from inference.bench import kernels_bench
         record["kernels"] = kernels_bench.run(copy_bw)
+    common.write_json(args.out, record)
+    return 0
+
+
+def _edits_options(p: argparse.ArgumentParser) -> None:
+    from inference.bench.edit_workload import FORMS, MODES
+
+    p.add_argument("--model", help="a trained model's directory (default: the embedded default model)")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="float32: verifying and decoding steps agree to rounding, so greedy outputs must be equal")
+    p.add_argument("--cases", type=int, default=64, help="held-out functions, each edited once")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64], help="sequences decoded together")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="speculation modes beside off")
+    p.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS), help="request forms")
+    p.add_argument("--num-speculative-tokens", type=int, default=5, help="the longest draft a step verifies")
+    p.add_argument("--speculative-step-times", metavar="FILE",
+                   help="a `bench verify --out FILE` record: drafts planned by its step times, and each pass's "
+                        "decoding time projected onto its shape and card")
+    p.add_argument("--cpu-threads", type=int, default=1, help="CPU: torch threads")
+    p.add_argument("--allow-differences", action="store_true",
+                   help="record outputs that differ from speculation off instead of failing (bfloat16)")
+
+
+def _run_edits(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.bench import common, edit_speculation
+    from inference.speculative import StepTimes
+
+    torch.set_num_threads(args.cpu_threads)
+    times = StepTimes.load(args.speculative_step_times) if args.speculative_step_times else None
+    record = edit_speculation.measure(args.model, args.device, args.dtype, args.cases, tuple(args.batch_sizes),
+                                      tuple(args.modes), tuple(args.forms), args.num_speculative_tokens, times,
+                                      require_identical=not args.allow_differences)
     common.write_json(args.out, record)
     return 0
