@@ -34,7 +34,6 @@ from .scheme import OWN_SCHEMES, QuantScheme
 from .unpacked import UnpackedWeight
 
 
-
 @dataclass
 class QuantizedCheckpoint:
     scheme: QuantScheme
@@ -51,8 +50,8 @@ CALIBRATION_SAMPLES, CALIBRATION_LEN = 32, 512
 def quantize_checkpoint(hf_dir: Path, cfg: ModelConfig, method: str, dtype: torch.dtype,
                         calib: str | Path | None = None, progress: bool = True) -> QuantizedCheckpoint:
     """Load a dense Hugging Face checkpoint in `dtype` and quantize it; AWQ runs the model, on the
-    GPU when there is one (on the CPU in float32), over `calib`, a text file (default: Python's
-    standard library)."""
+    GPU when there is one (on the CPU in float32), over `calib`, a text file (default: the
+    held-out `email` package, see calibration.py)."""
     if method not in OWN_SCHEMES:
         raise ValueError(f"unknown --quant {method!r}: choose from {', '.join(OWN_SCHEMES)}")
     device = torch.device("cuda" if torch.cuda.is_available() and method == "awq" else "cpu")
