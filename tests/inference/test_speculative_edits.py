@@ -5,6 +5,7 @@ and clients that leave a speculative server mid-answer leave every block free an
 token in the prefix cache."""
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from inference import LLM, LLMEngine, SamplingParams
 from inference.bench.edit_speculation import run, run_pass
 from inference.bench.edit_workload import FORMS, edit_cases, edit_request
+from inference.cli import main
 from inference.heldout import held_out_files
+from inference.model_info import read_metadata
 from inference.model_source import default_model_dir
 from inference.speculative import StepTimes
 from inference.tokenizer import Tokenizer
@@ -119,3 +122,15 @@ def test_clients_leaving_a_speculative_server_leave_no_block_and_no_rejected_tok
     stretches = {tuple(f[i:i + bs]) for f in full for i in range(0, len(f) - bs + 1, bs)}
     cached = [b.token_ids for b in engine.scheduler.block_manager.pool if b.hash is not None]
     assert len(cached) > 20 and all(tuple(tokens) in stretches for tokens in cached)
+
+
+def test_the_bench_command_runs_the_workload_on_the_cpu_and_records_the_model(tmp_path, capsys):
+    out = tmp_path / "edits.json"
+    argv = ["bench", "edits", "--device", "cpu", "--cases", "1", "--batch-sizes", "1", "--modes", "ngram",
+            "--forms", "completion", "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["device"]["card"] == "cpu" and record["model"]["name"] == read_metadata(default_model_dir())["model_name"]
+    assert len(record["cases"]) == 1 and [r["mode"] for r in record["rows"]] == ["off", "ngram"]
+    assert all(r["identical"] == 1 and r["generated"] > 0 for r in record["rows"])
+    assert "completion batch   1 ngram : " in capsys.readouterr().out
