@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -64,12 +65,19 @@ def copy_bandwidth(gib: float = 2.0) -> float:
     return 2 * gib * (1 << 30) / times[len(times) // 2]
 
 
-def device_record() -> dict:
-    props = torch.cuda.get_device_properties(0)
+def device_record(cuda: bool = True) -> dict:
+    """The card a benchmark ran on, or with cuda=False the CPU (its cores, torch's threads and the
+    load average: CPU figures depend on what else the machine was doing)."""
+    common = {"torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    if not cuda:
+        return {"card": "cpu", "cpu": platform.processor() or platform.machine(),
+                "cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+                "load_average": os.getloadavg(), **common}
     import triton
+
+    props = torch.cuda.get_device_properties(0)
     return {"card": props.name, "sms": props.multi_processor_count, "memory_gib": round(props.total_memory / 2**30, 1),
-            "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d")}
+            "triton": triton.__version__, **common}
 
 
 def weight_bytes_per_step(model) -> int:

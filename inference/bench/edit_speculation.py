@@ -21,8 +21,6 @@ What a pass measures, device-independent first:
 from __future__ import annotations
 
 import hashlib
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +33,7 @@ from ..model_info import read_metadata
 from ..sampling_params import SamplingParams
 from ..speculative import StepTimes
 from ..tokenizer import Tokenizer
+from .common import device_record
 from .edit_workload import FORMS, MODES, EditRequest, edit_cases, edit_request
 
 
@@ -142,7 +141,7 @@ def measure(model: str | Path | None = None, device: str | None = None, dtype: s
                          num_speculative_tokens=num_speculative_tokens)
 
     rows = run(make_engine, requests, modes, batch_sizes, step_times, require_identical, on_row=_print_row)
-    return {"benchmark": "edits", "device": _device_record(on_gpu), "model": _model_record(model_dir),
+    return {"benchmark": "edits", "device": device_record(on_gpu), "model": _model_record(model_dir),
             "dtype": dtype, "num_speculative_tokens": num_speculative_tokens,
             "step_times": step_times is not None, "cases": [c.name for c in chosen], "rows": rows}
 
@@ -156,15 +155,6 @@ def _print_row(row: dict) -> None:
     print(f"{row['form']:10s} batch {row['batch']:3d} {row['mode']:6s}: {row['steps_per_token']:.3f} steps/token, "
           f"{row['engine_steps']} steps ({row['engine_steps_vs_off']:.3f} of off), {drafts}, "
           f"{row['output_tok_s']:.1f} tok/s, identical {row['identical']}/{row['requests']}", flush=True)
-
-
-def _device_record(on_gpu: bool) -> dict:
-    if on_gpu:
-        from .common import device_record
-        return device_record()
-    return {"card": "cpu", "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(), "torch": torch.__version__,
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
 
 
 def _model_record(model_dir: Path) -> dict:

@@ -89,12 +89,35 @@ def run(shape: str = "7b", *, requests: int = 1024, file_tokens: int = 3000, con
         raise ValueError(f"two replicas on 1 or 2 GPUs, not {gpus}")
     model_dir = random_model_dir(shape)
     blocks = kv_blocks(shape, replicas=3 - gpus)  # per GPU: two replicas on one, one on each of two
-    cached_files = -(-int(1.5 * blocks * 16) // file_tokens)  # about 1.5 replicas' caches of files
     serve_args = [str(model_dir), "--load-format", "random", "--num-kv-blocks", str(blocks),
                   "--max-model-len", "8192", "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
-    workloads = {"few_files": {"files": 8, "file_tokens": file_tokens, "requests": requests},
-                 "many_files": {"files": cached_files, "file_tokens": file_tokens, "requests": requests}}
-    result = compare(serve_args, ["0", "0"] if gpus == 1 else ["0", "1"], workloads=workloads, concurrency=concurrency, max_tokens=max_tokens,
-                     latency_pairs=latency_pairs, tokenizer_path=model_dir / "tokenizer.model")
+    result = compare(serve_args, ["0", "0"] if gpus == 1 else ["0", "1"],
+                     workloads=workloads(requests, file_tokens, blocks), concurrency=concurrency,
+                     max_tokens=max_tokens, latency_pairs=latency_pairs, tokenizer_path=model_dir / "tokenizer.model")
     return {"shape": shape, "replicas": 2, "gpus": gpus, "kv_blocks_per_replica": blocks, "block_size": 16,
             "concurrency": concurrency, "max_tokens": max_tokens, **result}
+
+
+def run_on_cpu(*, requests: int = 256, file_tokens: int = 600, blocks: int = 384, concurrency: int = 8,
+               max_tokens: int = 8, latency_pairs: int = 50) -> dict:
+    """The same comparison with two CPU replicas of the embedded default model (one torch thread
+    each), its files sized for its 2,048 positions: the prefix-cache hit rates and the gateway's
+    added latency need no GPU; TTFT here is a CPU's."""
+    from inference.model_source import default_model_dir
+    from inference.model_info import read_metadata
+
+    model_dir = default_model_dir()
+    serve_args = [str(model_dir), "--num-kv-blocks", str(blocks), "--max-model-len", "2048", "--cpu-threads", "1",
+                  "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
+    result = compare(serve_args, [None, None], workloads=workloads(requests, file_tokens, blocks),
+                     concurrency=concurrency, max_tokens=max_tokens, latency_pairs=latency_pairs,
+                     tokenizer_path=model_dir / "tokenizer.model")
+    return {"model": read_metadata(model_dir)["model_name"], "replicas": 2, "gpus": 0, "kv_blocks_per_replica": blocks,
+            "block_size": 16, "concurrency": concurrency, "max_tokens": max_tokens, **result}
+
+
+def workloads(requests: int, file_tokens: int, blocks: int) -> dict[str, dict]:
+    """A few files that fit in either replica's cache, and files for about 1.5 replicas' caches."""
+    cached_files = -(-int(1.5 * blocks * 16) // file_tokens)
+    return {"few_files": {"files": 8, "file_tokens": file_tokens, "requests": requests},
+            "many_files": {"files": cached_files, "file_tokens": file_tokens, "requests": requests}}

@@ -59,8 +59,9 @@ def register(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--num-prompts", type=int, default=1024, help="requests of each workload and policy")
             p.add_argument("--concurrency", type=int, default=32,
                            help="concurrent streaming clients (more would overfill the halved KV caches)")
-            p.add_argument("--gpus", type=int, choices=[1, 2], default=1,
-                           help="its two replicas share 1 GPU (half the KV cache each) or take one of 2")
+            p.add_argument("--gpus", type=int, choices=[0, 1, 2], default=1,
+                           help="its two replicas share 1 GPU (half the KV cache each) or take one of 2; 0: two "
+                                "CPU replicas of the embedded default model (hit rates and the gateway's latency)")
         if name == "verify":
             p.add_argument("--edits", action="store_true",
                            help="then the edit workload (bench edits) on the embedded default model on this GPU, "
@@ -82,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
         from inference.bench import serve
         common.write_json(args.out, {"benchmark": "serve", "engine": serve.run(args.shape, args.concurrency,
                                                                                args.num_prompts, url=args.url)})
+        return 0
+    if args.what == "gateway" and args.gpus == 0:
+        from inference.bench import gateway
+        common.write_json(args.out, {"benchmark": "gateway", "device": common.device_record(cuda=False),
+                                     "engine": gateway.run_on_cpu(requests=args.num_prompts,
+                                                                  concurrency=args.concurrency)})
         return 0
     if not torch.cuda.is_available():
         raise ValueError("benchmarks need a CUDA GPU")
