@@ -14,6 +14,8 @@ import pytest
 from inference import LLMEngine
 from web.settings import ServerSettings
 
+from tests.models import tiny_llama
+
 from .conftest import PYTHON_PROMPT, LiveServer, pool_full, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,9 +87,19 @@ def test_infilling_shows_the_middle_and_the_filled_code(scripted_server, script)
     child.expect(pexpect.EOF)
 
 
-def test_ctrl_c_stops_the_answer_and_the_server_aborts_it(random_server):
-    engine = random_server.engine
-    child = _spawn(random_server.url, "--max-tokens", "1000", "--ignore-eos")  # completion: the model can't chat
+@pytest.fixture(scope="module")
+def long_answer_server(tmp_path_factory):
+    """A random model with a long context: its 8,000-token answer is still streaming when the
+    test's Ctrl-C comes, however slowly a loaded machine runs the test."""
+    model = tiny_llama(tmp_path_factory.mktemp("long") / "tiny-random", max_pos=8192)[0]
+    server = LiveServer(LLMEngine(model, num_kv_blocks=600, max_model_len=8192, max_num_seqs=4)).start()
+    yield server
+    server.stop()
+
+
+def test_ctrl_c_stops_the_answer_and_the_server_aborts_it(long_answer_server):
+    engine = long_answer_server.engine
+    child = _spawn(long_answer_server.url, "--max-tokens", "8000", "--ignore-eos")  # completion: it can't chat
     _send_input(child, "import os")
     assert wait_for(lambda: engine.requests)
     child.sendintr()
