@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..model_info import ABILITIES
 from ..prompts import DEFAULT_SYSTEM
-from .line_reader import LineReader
+from .line_reader import LineReader, let_ctrl_c_interrupt
 from .options import (add_engine_options, add_model_identity_options, add_sampling_options, engine_cpu_threads,
                       engine_kwargs, sampling_kwargs, use_cpu_threads)
 
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
                       suffix_first=args.suffix_first, stop_at_top_level=top_level)
     interactive = sys.stdin.isatty()
     if interactive:
+        let_ctrl_c_interrupt()
         hint = " Put <FILL> where the code should go." if ability == "infilling" else ""
         print(f"{engine.model_info.name}: {ability}. End an input with a line {END_OF_INPUT}.{hint} "
               f"'reset' starts over, 'exit' or Ctrl-D quits, Ctrl-C stops an answer.")

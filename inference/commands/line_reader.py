@@ -64,6 +64,14 @@ class LineReader:
         self._pending = b""
 
 
+def let_ctrl_c_interrupt() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt even if this process was started with SIGINT ignored
+    (a background job of a script, some launchers): Python then installs no handler of its own,
+    and a console whose Ctrl-C stops answers would have a Ctrl-C that does nothing."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _own_nonblocking_descriptor(tty_fd: int) -> int:
     """The terminal opened anew, so that O_NONBLOCK does not leak to the shell sharing it."""
     try:

@@ -3,6 +3,8 @@ ability, and with piped stdin. The model is a scripted one converted into a work
 answer is known from construction."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +56,10 @@ def workspace(tmp_path_factory):
 def spawn(workspace: Path, *flags: str) -> pexpect.spawn:
     args = ["-m", "inference.cli", "chat", str(workspace), "--temperature", "0", "--num-kv-blocks", "520",
             "--max-tokens", "8000", *flags]
+    # started with SIGINT ignored, as a script's background job is: Ctrl-C must stop answers all the same
     child = pexpect.spawn(sys.executable, args, cwd=str(ROOT), encoding="utf-8", timeout=60,
-                          env={**__import__("os").environ, "TERM": "dumb"}, dimensions=(40, 200))
+                          env={**os.environ, "TERM": "dumb"}, dimensions=(40, 200),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     child.expect("End an input with a line !!")
     child.expect_exact(">>> ")
     return child

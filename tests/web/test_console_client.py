@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -22,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spawn(url: str, *flags: str) -> pexpect.spawn:
+    # started with SIGINT ignored, as a script's background job is: Ctrl-C must stop answers all the same
     child = pexpect.spawn(sys.executable, ["-m", "inference.cli", "client", url, *flags], cwd=str(ROOT),
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}, encoding="utf-8", timeout=30)
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}, encoding="utf-8", timeout=30,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     child.expect_exact("'exit' or Ctrl-D quits, Ctrl-C stops an answer.")
     return child
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from inference.commands.line_reader import let_ctrl_c_interrupt
 from inference.commands.options import add_sampling_options, sampling_kwargs
 
 CAPS = ("chat", "completion", "infilling", "python")
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
            "infilling": client.infill, "python": client.python}[cap]
     interactive = sys.stdin.isatty()
     if interactive:  # piped input gets answers only, as `codellama chat` does
+        let_ctrl_c_interrupt()
         print(f"{card['id']} at {client.url} ({cap}). End your input with a line !!; "
               f"'reset' starts over, 'exit' or Ctrl-D quits, Ctrl-C stops an answer.", flush=True)
     try:
