@@ -92,7 +92,7 @@ def test_a_signal_stops_the_serve_command_after_its_streams(random_model, how):
                 break
         url = re.search(r"at (http://127\.0\.0\.1:\d+)", "".join(banner)).group(1)
         assert f"docs   {url}/docs" in "".join(banner)
-        thread, events = _stream_in_background(url, 200)
+        thread, events = _stream_in_background(url, 1000)  # long enough to be running when a loaded machine signals
         with httpx.Client(base_url=url) as http:  # the stream is running once the server counts it
             assert wait_for(lambda: http.get("/health").json()["sequences_in_flight"] == 1)
         if how == "sigterm":
