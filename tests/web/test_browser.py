@@ -186,6 +186,7 @@ new MutationObserver(() => {
 
 
 def test_fill_waits_for_its_answer_and_a_refused_request_clears_the_old_one(browser, server):
+    browser.get("about:blank")  # the address may already be /#infill: a fresh load, not a fragment navigation
     browser.get(server.url + "/#infill")  # a linked tab
     assert js(browser, "return document.getElementById('tab-infill').checked")
     js(browser, WATCH_BUTTON)
