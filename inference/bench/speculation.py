@@ -25,18 +25,19 @@ def _pass(engine, prompts: list[list[int]], new_tokens: int, tag: str) -> float:
 
 
 def run(make_engine, step_times: str | None, batch_sizes=(1, 8, 64), prompt_len: int = 128,
-        new_tokens: int = 256, vocab_size: int = 32000) -> list[dict]:
+        new_tokens: int = 256) -> list[dict]:
     """`make_engine(**settings)` builds an engine of the shape measured; `step_times`: the cost
     model's table (a `codellama bench verify` record)."""
-    rng = random.Random(0)
-    workloads = {batch: [[1] + [rng.randrange(3, vocab_size) for _ in range(prompt_len - 1)] for _ in range(batch)]
-                 for batch in batch_sizes}
     context = prompt_len + new_tokens + 16
-    results = []
+    results, workloads = [], {}
     for mode in ("off", "auto"):
         engine = make_engine(max_num_seqs=max(batch_sizes), max_model_len=context,
                              num_kv_blocks=max(batch_sizes) * 2 * -(-context // 16), speculate=mode,
                              speculative_step_times=step_times)
+        if not workloads:  # the same prompts in both modes, of ids the engine's tokenizer has
+            rng, vocab = random.Random(0), engine.tokenizer.vocab_size
+            workloads = {batch: [[1] + [rng.randrange(3, vocab) for _ in range(prompt_len - 1)] for _ in range(batch)]
+                         for batch in batch_sizes}
         for batch, prompts in workloads.items():
             _pass(engine, prompts, new_tokens, f"first{batch}-")
             before = engine.stats.draft_tokens, engine.stats.accepted_tokens, engine.stats.steps

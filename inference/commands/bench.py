@@ -55,6 +55,10 @@ def register(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--url", help="drive this running server instead of starting one (needs no GPU here)")
             p.add_argument("--dp", type=int, default=1, help="N replicas behind the gateway (codellama serve --dp N)")
             p.add_argument("--tp", type=int, default=1, help="the server's tensor-parallel GPUs (codellama serve --tp)")
+            p.add_argument("--speculate", choices=["auto", "ngram", "suffix", "off"], default="off",
+                           help="the server's and the offline engine's speculative decoding (codellama serve --speculate)")
+            p.add_argument("--speculative-step-times", metavar="FILE",
+                           help="the cost model's table for --speculate: a `codellama bench verify --out` record")
         if name == "gateway":
             p.add_argument("--num-prompts", type=int, default=1024, help="requests of each workload and policy")
             p.add_argument("--concurrency", type=int, default=32,
@@ -97,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if args.what not in ("kernels", "verify", "gateway"):  # the engine's settings, in every run of the others
         settings = dict(quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)
         record["weights"], record["kv_cache_dtype"] = args.quant or "bfloat16", args.kv_cache_dtype
+    if args.what == "serve":
+        settings.update(speculate=args.speculate, speculative_step_times=args.speculative_step_times)
+        record["speculate"] = args.speculate
     copy_bw = common.copy_bandwidth()
     record["copy_bandwidth_tb_s"] = copy_bw / 1e12
     if args.what == "latency":

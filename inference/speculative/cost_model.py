@@ -100,6 +100,8 @@ class StepTimes:
 def plan(drafts: Sequence[Draft | None], times: StepTimes | None) -> list[int]:
     """How many tokens of each sequence's draft to verify in the next step (0: none), for a
     batch of len(drafts) decoding sequences (None: nothing drafted)."""
+    if not drafts:  # every decoding sequence is at its last token: nothing has room for a draft
+        return []
     if times is None:
         return [0 if d is None else sum(g >= MIN_GAIN for g in d.acceptance_curve()) for d in drafts]
     batch = len(drafts)

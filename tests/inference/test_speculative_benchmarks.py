@@ -43,7 +43,7 @@ def test_the_end_to_end_benchmark_runs_a_repeated_workload_with_speculation_off_
     from inference.bench import speculation
 
     results = speculation.run(lambda **kw: LLMEngine(tiny_model[0], **kw), None, batch_sizes=(1, 3), prompt_len=10,
-                              new_tokens=12, vocab_size=4000)
+                              new_tokens=12)
     assert [(r["mode"], r["batch"]) for r in results] == [("off", 1), ("off", 3), ("auto", 1), ("auto", 3)]
     assert all(r["drafted"] == 0 for r in results[:2])
     assert all(r["accepted"] > 0 and r["steps"] < 12 for r in results[2:])  # the first pass's answers drafted

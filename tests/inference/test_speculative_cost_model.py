@@ -55,6 +55,10 @@ def test_without_a_table_the_tokens_likely_enough_to_be_kept_are_verified():
     assert plan([draft(0.9, 0.8, 0.5, 0.5), None, draft(0.2, 0.9)], None) == [3, 0, 0]  # gains .9 .72 .36 .18 / .2
 
 
+def test_a_batch_without_room_for_drafts_plans_nothing():
+    assert plan([], TABLE) == plan([], None) == []
+
+
 def test_at_batch_1_drafting_pays_even_at_low_acceptance():
     assert plan([draft(0.9, 0.9, 0.9, 0.9)], TABLE) == [4]
     assert plan([draft(0.3, 0.3, 0.3)], TABLE) == [3]

@@ -2,6 +2,7 @@
 tokens it gets without them (greedy and seeded sampling, stops mid-draft, n > 1, logprobs,
 preemption, infills), and the KV pool and the prefix cache keep nothing of rejected drafts."""
 
+import json
 import random
 
 import pytest
@@ -96,6 +97,21 @@ def test_stops_and_max_tokens_landing_inside_a_draft(copying_model):
     spec = same_as_without_speculation(model_dir, [prompt] * 4, params, num_kv_blocks=64)
     finished = [o[0][2] for o in outputs(spec, [prompt] * 4, params)]
     assert finished == ["length", "stop", "stop", "stop"]
+    assert spec.engine.stats.accepted_tokens > 0
+
+
+def test_a_cost_model_table_plans_drafts_up_to_each_sequences_last_token(copying_model, tmp_path):
+    """With a measured table the planner sees the batch of sequences that have room for a draft,
+    which is empty when every decoding sequence is at its last token."""
+    model_dir, tokens = copying_model
+    table = tmp_path / "verify.json"
+    table.write_text(json.dumps({"verify": {"batch_sizes": [1, 8], "extra_tokens": [0, 1, 2, 3],
+                                            "ms": [[5.0, 5.1, 5.2, 5.3], [5.5, 5.7, 5.9, 6.1]],
+                                            "eager_ms": [[6.0, 6.1, 6.2, 6.3], [6.5, 6.7, 6.9, 7.1]]}}))
+    prompt = [1] + tokens[:40] + [7, 8, tokens[0]]
+    params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in (1, 2, 9, 17)]
+    spec = same_as_without_speculation(model_dir, [prompt] * 4, params, num_kv_blocks=64,
+                                       speculative_step_times=str(table))
     assert spec.engine.stats.accepted_tokens > 0
 
 
