@@ -83,10 +83,15 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self.speculator = Speculator(config.speculate, config.num_speculative_tokens) \
             if config.speculate != "off" else None
-        self.step_times = StepTimes.load(config.speculative_step_times) if config.speculative_step_times else None
+        self.step_times = (StepTimes.load(config.speculative_step_times, self.runner.verify_graph_batches)
+                           if config.speculative_step_times else None)
         self._drafting: dict[int, SequenceDrafting] = {}  # seq_id -> its drafting state (with a speculator)
         self._drafts: dict[int, Draft] = {}  # seq_id -> the draft the step in flight verifies
         self._draft_backoff = self._steps_to_next_draft = 0  # after steps with nothing to verify
+        # a step's host milliseconds per sequence (outputs, drafting, scheduling, launch), a moving
+        # average: what verifying adds to a GPU step, which plain steps hide (see cost_model.py)
+        self._times_host = self.step_times is not None and self.runner.device.type == "cuda"
+        self._host_ms_per_seq = 0.0
 
     # --- requests ----------------------------------------------------------------------------------
 
@@ -170,7 +175,7 @@ class LLMEngine:
         """Launch the next step, then finish the one before it (whose GPU work is done by the time
         the new one is queued), so that the CPU work of each step overlaps the GPU work of the
         next. Returns the output deltas of the finished step."""
-        outputs = []
+        outputs, began, waited = [], time.perf_counter(), self.stats.wait_seconds
         drafting = self._may_draft()
         if self._in_flight is not None and (drafting or self._in_flight.batch.speculative
                                             or any(s.params.uses_penalties for s in self._in_flight.batch.seqs)):
@@ -184,6 +189,9 @@ class LLMEngine:
         if self._in_flight is not None:
             outputs += self._complete(self._in_flight)
         self._in_flight = launched
+        if self._times_host and batch.seqs:
+            host_ms = 1e3 * (time.perf_counter() - began - (self.stats.wait_seconds - waited))
+            self._host_ms_per_seq += 0.1 * (host_ms / len(batch) - self._host_ms_per_seq)
         return outputs
 
     def _may_draft(self) -> bool:
@@ -197,14 +205,15 @@ class LLMEngine:
         if self._steps_to_next_draft > 0:
             self._steps_to_next_draft -= 1
             return False
-        return self.step_times is None or self.step_times.may_pay(decoding, self.speculator.num_speculative_tokens)
+        return self.step_times is None or self.step_times.may_pay(decoding, self.speculator.num_speculative_tokens,
+                                                                  self._host_ms_per_seq * decoding)
 
     def _draft(self) -> dict[int, tuple[int, ...]]:
         """Drafts for the running sequences that decode next, cut to what the cost model finds
         worth verifying; kept by seq_id until the step is read back."""
         seqs = [s for s in self.scheduler.running if self.scheduler.draft_room(s) > 0]
         drafts = [self.speculator.propose(self._drafting[s.seq_id], self.scheduler.draft_room(s)) for s in seqs]
-        lengths = plan(drafts, self.step_times)
+        lengths = plan(drafts, self.step_times, self._host_ms_per_seq * len(seqs))
         self._drafts = {s.seq_id: d.truncated(n) for s, d, n in zip(seqs, drafts, lengths) if n > 0}
         if seqs:
             self._draft_backoff = 0 if self._drafts else min(32, 2 * self._draft_backoff or 1)

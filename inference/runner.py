@@ -29,6 +29,7 @@ from .scheduler import Batch
 from .sequence import PENDING
 from .speculative import emitted_tokens, verify
 from .transfer import flat_to_device, split_aligned
+from .verify_graphs import VerifyGraphs
 from .weights import fill_random, load_weights
 
 
@@ -50,6 +51,8 @@ class StepInputs:
     sample_seqs: list[int]  # batch index of each sampling sequence
     packed: tuple[torch.Tensor, torch.Tensor]  # the int64 and int32 tensors all the above are views of
     prompt: "PromptScoring | None" = None  # rank 0's: which prompt tokens the step scores
+    # every sequence computes its last token (and its draft) and samples: rows = logit rows
+    all_decoding: bool = False
 
 
 @dataclass(slots=True)
@@ -104,6 +107,10 @@ class ModelRunner:
         if cuda and not config.enforce_eager:
             self.graphs = DecodeGraphs(self.model, self.kv_cache, self.kv_scales, config.max_num_seqs,
                                        config.max_blocks_per_seq, config.max_model_len, self.num_sms)
+        self.verify_graphs = None  # (tensor-parallel ranks verify eagerly)
+        if self.graphs is not None and config.speculate != "off" and tp.size == 1:
+            self.verify_graphs = VerifyGraphs(self.model, self.kv_cache, self.kv_scales, config.max_num_seqs,
+                                              config.max_blocks_per_seq, config.num_speculative_tokens + 1, bs)
         # the tokens the last launched step samples, on the device, and each sequence's row there:
         # where the next step finds the tokens still PENDING on the host
         self._last_sampled: torch.Tensor | None = None
@@ -111,6 +118,11 @@ class ModelRunner:
 
     def shutdown(self) -> None:
         """Nothing runs beside a single-device runner (see TensorParallelRunner)."""
+
+    @property
+    def verify_graph_batches(self) -> int:
+        """Verifying steps of at most this many sequences replay CUDA graphs (0: none do)."""
+        return self.verify_graphs.buckets[-1] if self.verify_graphs is not None else 0
 
     @property
     def block_bytes(self) -> int:
@@ -187,8 +199,10 @@ class ModelRunner:
                                                     self.num_sms))
         prompt = PromptScoring(prompt_spans, longs["prompt_targets"], long_views["prompt_targets"]) \
             if prompt_spans else None
+        all_decoding = prompt is None and len(sample_seqs) == len(batch) and all(
+            n == len(d) + 1 for n, d in zip(batch.num_new_tokens, batch.drafts))
         return StepInputs(input_ids, long_views["positions"], meta, long_views["logit_rows"], sample_seqs, packed,
-                          prompt)
+                          prompt, all_decoding)
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> tuple[torch.Tensor, StepInputs]:
@@ -199,8 +213,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, inputs: StepInputs) -> torch.Tensor:
-        """The model over prepared inputs (from a CUDA graph for a decode step); the logits of
-        the sampling rows."""
+        """The model over prepared inputs (from a CUDA graph for a decode step, and for a small
+        verifying one); the logits of the sampling rows."""
         meta = inputs.meta
         batch_size = meta.context_lens.shape[0]
         # a graph computes the logits of every row: only for steps of one token per sequence,
@@ -209,6 +223,10 @@ class ModelRunner:
                 and self.graphs.bucket(batch_size) is not None):
             return self.graphs.run(inputs.input_ids, inputs.positions, meta.slot_mapping, meta.context_lens,
                                    meta.block_tables)
+        if (self.verify_graphs is not None and inputs.all_decoding
+                and self.verify_graphs.fits(batch_size, meta.max_query_len)):
+            return self.verify_graphs.run(inputs.input_ids, inputs.positions, meta.slot_mapping, meta.cu_seqlens_q,
+                                          meta.context_lens, meta.block_tables, meta.max_query_len)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_cache, meta, self.kv_scales)
         return self.model.compute_logits(hidden[inputs.logit_rows])
 

@@ -78,6 +78,17 @@ def _gives_vocabulary(url: str) -> bool:
     return "vocab_size" in httpx.get(f"{url.rstrip('/').removesuffix('/v1')}/v1/models").json()["data"][0]
 
 
+def engine_counters(url: str) -> dict[str, float]:
+    """The server's engine counters from /metrics (both runs together: the warm-up's and the
+    measured one's): steps, drafted and accepted tokens, host seconds."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url.rstrip('/').removesuffix('/v1')}/metrics").text
+    return {s.name.removeprefix("codellama:"): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name.startswith("codellama:") and s.name.endswith("_total")}
+
+
 def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: int = 128,
         output_len: int = 128, url: str | None = None, dp: int = 1, tp: int = 1, **settings) -> dict:
     """`settings`: more of the engine's (quantization, kv_cache_dtype, speculate, speculative_step_times),
@@ -98,6 +109,8 @@ def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: 
     try:
         drive(url, seed=1)  # warm up the server (kernel variants, connection pool) on the same load
         serving = drive(url)
+        if dp == 1:
+            serving["engine_counters"] = engine_counters(url)
     except BaseException:
         print("".join(log), file=sys.stderr)
         raise

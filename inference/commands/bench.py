@@ -143,8 +143,10 @@ def run(args: argparse.Namespace) -> int:
         if args.edits:
             from inference.bench import edit_speculation
             from inference.speculative import StepTimes
+            from inference.verify_graphs import MAX_BATCH
             common.write_json(args.out, record)
-            record["edits"] = edit_speculation.measure(device="cuda", step_times=StepTimes.from_record(record["verify"]),
+            times = StepTimes.from_record(record["verify"], verify_graph_batches=MAX_BATCH)
+            record["edits"] = edit_speculation.measure(device="cuda", step_times=times,
                                                        require_identical=False)
     elif args.what == "profile":
         from inference.bench import profile
@@ -181,9 +183,11 @@ def _run_edits(args: argparse.Namespace) -> int:
 
     from inference.bench import common, edit_speculation
     from inference.speculative import StepTimes
+    from inference.verify_graphs import MAX_BATCH
 
     torch.set_num_threads(args.cpu_threads)
-    times = StepTimes.load(args.speculative_step_times) if args.speculative_step_times else None
+    # planned and projected as the GPU engine verifies: small batches from CUDA graphs
+    times = StepTimes.load(args.speculative_step_times, MAX_BATCH) if args.speculative_step_times else None
     record = edit_speculation.measure(args.model, args.device, args.dtype, args.cases, tuple(args.batch_sizes),
                                       tuple(args.modes), tuple(args.forms), args.num_speculative_tokens, times,
                                       require_identical=not args.allow_differences)

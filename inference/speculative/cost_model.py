@@ -12,6 +12,11 @@ never grows with j, so for any number N of drafted tokens verified in a step, th
 gains of the batch (a prefix of each draft) give the most expected tokens. The plan takes the N
 (0 included: no speculation) whose (B + gains) / step time is largest. Without a table (a card
 or shape not measured), it verifies the tokens whose gain is at least MIN_GAIN.
+
+A step that verifies drafts also costs host time the table does not hold: drafting needs the
+tokens of the step before, so that step's outputs, the drafting and the launch run while the GPU
+waits, where plain decode steps hide them behind the GPU's work. The engine measures that time
+(`host_ms`) and the plan adds it to every step that verifies something.
 """
 
 from __future__ import annotations
@@ -45,21 +50,21 @@ class StepTimes:
             raise ValueError("step times must be positive")
 
     @classmethod
-    def from_record(cls, record: dict, verify_in_graphs: bool = False) -> "StepTimes":
+    def from_record(cls, record: dict, verify_graph_batches: int = 0) -> "StepTimes":
         """From the JSON record `codellama bench verify` writes: decode steps (k = 0) replayed
-        from CUDA graphs, verifying steps from graphs too or, as the engine runs them today
-        (`verify_in_graphs` False), eagerly."""
+        from CUDA graphs, verifying steps of at most `verify_graph_batches` sequences from graphs
+        too (as the engine replays them, inference/verify_graphs.py), larger ones eagerly."""
         if record["extra_tokens"] != list(range(len(record["extra_tokens"]))):
             raise ValueError(f"the record's extra tokens must be 0, 1, 2, ...: {record['extra_tokens']}")
-        verifying = record["ms"] if verify_in_graphs else record["eager_ms"]
-        return cls(tuple(record["batch_sizes"]), tuple((decode[0], *verify[1:])
-                                                       for decode, verify in zip(record["ms"], verifying)))
+        rows = zip(record["batch_sizes"], record["ms"], record["eager_ms"])
+        return cls(tuple(record["batch_sizes"]), tuple((graph[0], *(graph if b <= verify_graph_batches else eager)[1:])
+                                                       for b, graph, eager in rows))
 
     @classmethod
-    def load(cls, path: str | Path) -> "StepTimes":
+    def load(cls, path: str | Path, verify_graph_batches: int = 0) -> "StepTimes":
         """From the file `codellama bench verify --out FILE` wrote."""
         record = json.loads(Path(path).read_text())
-        return cls.from_record(record.get("verify", record))
+        return cls.from_record(record.get("verify", record), verify_graph_batches)
 
     @property
     def max_extra(self) -> int:
@@ -89,17 +94,22 @@ class StepTimes:
         i = min(int(k), len(times) - 2)
         return times[i] + (k - i) * (times[i + 1] - times[i])
 
-    def may_pay(self, batch_size: int, max_tokens: int) -> bool:
+    def plain_rate(self, batch_size: int, host_ms: float) -> float:
+        """Tokens per millisecond of plain decode steps, which overlap their host time."""
+        return batch_size / max(self.step_ms(batch_size, 0), host_ms)
+
+    def may_pay(self, batch_size: int, max_tokens: int, host_ms: float = 0.0) -> bool:
         """Whether drafts of at most `max_tokens` tokens could speed a step of this batch up even
         if every drafted token were accepted: when not, drafting is not worth its host time."""
-        plain = batch_size / self.step_ms(batch_size, 0)
-        return any(batch_size * (1 + k) / self.step_ms(batch_size, batch_size * k) > plain
+        plain = self.plain_rate(batch_size, host_ms)
+        return any(batch_size * (1 + k) / (self.step_ms(batch_size, batch_size * k) + host_ms) > plain
                    for k in range(1, max_tokens + 1))
 
 
-def plan(drafts: Sequence[Draft | None], times: StepTimes | None) -> list[int]:
+def plan(drafts: Sequence[Draft | None], times: StepTimes | None, host_ms: float = 0.0) -> list[int]:
     """How many tokens of each sequence's draft to verify in the next step (0: none), for a
-    batch of len(drafts) decoding sequences (None: nothing drafted)."""
+    batch of len(drafts) decoding sequences (None: nothing drafted); `host_ms`: what a step that
+    verifies drafts adds on the host."""
     if not drafts:  # every decoding sequence is at its last token: nothing has room for a draft
         return []
     if times is None:
@@ -107,10 +117,10 @@ def plan(drafts: Sequence[Draft | None], times: StepTimes | None) -> list[int]:
     batch = len(drafts)
     gains = sorted(((gain, j, i) for i, draft in enumerate(drafts) if draft is not None
                     for j, gain in enumerate(draft.acceptance_curve())), key=lambda g: (-g[0], g[1]))
-    best_rate, best_n, expected = batch / times.step_ms(batch, 0), 0, 0.0
+    best_rate, best_n, expected = times.plain_rate(batch, host_ms), 0, 0.0
     for n, (gain, _, _) in enumerate(gains, 1):
         expected += gain
-        rate = (batch + expected) / times.step_ms(batch, n)
+        rate = (batch + expected) / (times.step_ms(batch, n) + host_ms)
         if rate > best_rate:
             best_rate, best_n = rate, n
     lengths = [0] * batch

@@ -2,8 +2,8 @@
 own prompt and output. Code edits copy most of the file they were given, and an infill's middle
 often echoes its suffix, so a long match there is usually copied on.
 
-The index grows with the sequence (one `extend` per accepted token or prompt chunk), so a step's
-lookup costs the same at the 10th token as at the 10,000th. For an infilling prompt the suffix
+The index grows with the sequence (each proposal first indexes the tokens gained since the last),
+so a step's lookup costs the same at the 10th token as at the 10,000th. For an infilling prompt the suffix
 (which Meta's layouts keep inside the prompt, between ▁<SUF> and ▁<MID>) is the preferred
 region: among equally long matches, one whose continuation lies in the suffix wins, and a draft
 copied from there stops where the suffix does (never drafting ▁<MID>).
@@ -35,24 +35,29 @@ class PromptLookup:
     def __init__(self, prompt: Sequence[int] = (), *, preferred: tuple[int, int] | None = None,
                  sizes: Sequence[int] = (2, 4, 8), per_key: int = 8, max_match: int = 32):
         self.tokens: list[int] = []
+        self._indexed = 0  # positions before this one are indexed
         self.preferred = preferred
         self._index = NgramIndex(sizes, per_key)
         self.max_match = max(max_match, self._index.max_n)
         self.extend(prompt)
 
     def extend(self, tokens: Sequence[int]) -> None:
-        """Append tokens that are final (a prompt chunk, accepted or sampled tokens): a position
-        is indexed once the token after it, the continuation a match would draft, exists."""
-        max_n = self._index.max_n
-        for token in tokens:
-            self.tokens.append(token)
-            end = len(self.tokens) - 2
-            if end >= 0:
-                self._index.add(self.tokens[max(0, end - max_n + 1):end + 1], end)
+        """Append tokens that are final (a prompt chunk, accepted or sampled tokens)."""
+        self.tokens.extend(tokens)
+
+    def _index_tokens(self) -> None:
+        """Index the positions whose next token, the continuation a match would draft, exists:
+        at the next proposal, so that a sequence the cost model never lets draft (a large
+        batch) costs nothing here."""
+        max_n, tokens = self._index.max_n, self.tokens
+        for end in range(self._indexed, len(tokens) - 1):
+            self._index.add(tokens[max(0, end - max_n + 1):end + 1], end)
+        self._indexed = max(self._indexed, len(tokens) - 1)
 
     def propose(self, max_tokens: int) -> Draft | None:
         """Up to `max_tokens` tokens copied after the best earlier match of the sequence's last
         tokens: the longest, then one continuing into the preferred region, then the latest."""
+        self._index_tokens()
         found = self._index.longest(self.tokens[-self._index.max_n:])
         if found is None or max_tokens < 1:
             return None

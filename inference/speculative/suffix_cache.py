@@ -34,6 +34,7 @@ class SuffixCache:
         self._ring: list[int] = [_SEP]
         self._first = 0  # position of _ring[0]; positions only grow
         self._outputs: deque[tuple[int, int, int]] = deque()  # (start, first indexed end, stop) per output
+        self._unindexed: deque[tuple[int, int, int]] = deque()  # the newest outputs, not indexed yet
         self.num_tokens = 0  # held, contexts and outputs
 
     @property
@@ -55,16 +56,24 @@ class SuffixCache:
         self._ring.extend(tokens)
         self._ring.append(_SEP)
         stop = start + len(tokens)
-        # index the ends whose continuation is an output token
-        first_end = max(start, stop - len(output) - 1)
-        for end in range(first_end, stop - 1):
-            self._index.add(self._window(max(start, end - self._index.max_n + 1), end), end)
-        self._outputs.append((start, first_end, stop))
+        # the ends whose continuation is an output token, indexed by the next proposal
+        output = (start, max(start, stop - len(output) - 1), stop)
+        self._outputs.append(output)
+        self._unindexed.append(output)
         self.num_tokens += len(tokens)
         self._evict()
 
+    def _index_outputs(self) -> None:
+        """Index the outputs stored since the last proposal: a server too busy to draft (the
+        cost model rules drafting out at large batches) spends nothing on them but the copy."""
+        for start, first_end, stop in self._unindexed:
+            for end in range(first_end, stop - 1):
+                self._index.add(self._window(max(start, end - self._index.max_n + 1), end), end)
+        self._unindexed.clear()
+
     def propose(self, context: Sequence[int], max_tokens: int) -> Draft | None:
         """Up to `max_tokens` tokens continuing `context` (the sequence's last tokens)."""
+        self._index_outputs()
         found = self._index.longest(context)
         if found is None or max_tokens < 1:
             return None
@@ -93,8 +102,11 @@ class SuffixCache:
     def _evict(self) -> None:
         """Drop the oldest outputs until the rest fit; compact the ring when half of it is dead."""
         while self.num_tokens > self.max_tokens:
-            start, first_end, stop = self._outputs.popleft()
+            output = start, first_end, stop = self._outputs.popleft()
             self.num_tokens -= stop - start
+            if self._unindexed and self._unindexed[0] == output:  # never indexed: nothing to forget
+                self._unindexed.popleft()
+                continue
             for end in range(first_end, stop - 1):
                 self._index.forget(self._window(max(start, end - self._index.max_n + 1), end), end)
         live = (self._outputs[0][0] - 1) if self._outputs else self._position(len(self._ring) - 1)

@@ -36,13 +36,15 @@ def test_step_times_are_the_table_between_its_points_and_grow_with_the_batch_pas
 def test_the_table_is_checked_and_read_from_the_benchmarks_record(tmp_path):
     record = {"batch_sizes": [1, 8], "extra_tokens": [0, 1, 2], "ms": [[5.0, 5.1, 5.2], [6.0, 6.5, 7.0]],
               "eager_ms": [[9.0, 9.1, 9.2], [9.5, 9.9, 10.4]]}
-    graphs = StepTimes.from_record(record, verify_in_graphs=True)
+    graphs = StepTimes.from_record(record, verify_graph_batches=8)
     assert graphs.batch_sizes == (1, 8) and graphs.ms == ((5.0, 5.1, 5.2), (6.0, 6.5, 7.0)) and graphs.max_extra == 2
-    # decode steps from graphs, verifying steps eager: as the engine runs them
+    # decode steps from graphs; verifying steps from graphs up to the engine's largest verify graph, then eager
+    assert StepTimes.from_record(record, verify_graph_batches=4).ms == ((5.0, 5.1, 5.2), (6.0, 9.9, 10.4))
     assert StepTimes.from_record(record).ms == ((5.0, 9.1, 9.2), (6.0, 9.9, 10.4))
     path = tmp_path / "verify.json"
     path.write_text(json.dumps({"benchmark": "verify", "verify": record}))
     assert StepTimes.load(path) == StepTimes.from_record(record)
+    assert StepTimes.load(path, verify_graph_batches=4) == StepTimes.from_record(record, verify_graph_batches=4)
     for bad in [((8, 1), ((1.0, 2.0), (1.0, 2.0))), ((1,), ((1.0,),)), ((1, 8), ((1.0, 2.0),)),
                 ((1,), ((0.0, 1.0),))]:
         with pytest.raises(ValueError):
@@ -68,6 +70,17 @@ def test_at_batch_256_drafting_is_off_and_not_even_worth_trying():
     assert plan([draft(0.8, 0.8, 0.8)] * 256, TABLE) == [0] * 256
     assert not TABLE.may_pay(256, 8)
     assert TABLE.may_pay(1, 8) and TABLE.may_pay(64, 8)
+
+
+def test_the_host_time_a_verifying_step_cannot_hide_counts_against_it():
+    # batch 64, one token each at even odds: 96 expected tokens in 16 ms beat 64 in 12 ms on the GPU alone
+    drafts = [draft(0.5)] * 64
+    assert plan(drafts, TABLE) == [1] * 64
+    # but not once the verifying step also waits 10 ms for the host, which plain steps hide
+    assert plan(drafts, TABLE, host_ms=10.0) == [0] * 64
+    # a host slower than the GPU bounds plain steps too
+    assert TABLE.plain_rate(64, 10.0) == 64 / 12.0 and TABLE.plain_rate(64, 20.0) == 64 / 20.0
+    assert TABLE.may_pay(8, 8, host_ms=10.0) and not TABLE.may_pay(256, 8, host_ms=10.0)
 
 
 def test_the_plan_gives_the_tokens_to_the_drafts_most_likely_to_be_kept():

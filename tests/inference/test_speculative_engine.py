@@ -115,6 +115,28 @@ def test_a_cost_model_table_plans_drafts_up_to_each_sequences_last_token(copying
     assert spec.engine.stats.accepted_tokens > 0
 
 
+def test_verifying_steps_padded_to_the_captured_shapes_change_nothing(copying_model, tiny_model):
+    """The GPU replays small verifying steps from CUDA graphs of one shape per (batch bucket,
+    query length): each sequence's rows padded to the step's longest, the batch to its bucket.
+    Here the same padding runs eagerly on the CPU: outputs stay those without speculation."""
+    from inference.verify_graphs import VerifyGraphs
+
+    model_dir, tokens = copying_model
+    rng = random.Random(4)
+    prompts = [[1] + tokens[:40] + [7, 8, tokens[0]], [1] + tokens[5:30] + [tokens[5]]] + prompts_for(rng)
+    params = SamplingParams(max_tokens=30, temperature=0, ignore_eos=True, logprobs=2)
+    for model, count in ((model_dir, 5), (tiny_model[0], 3)):  # 5: a padded bucket of 8 sequences
+        plain = LLM(model, num_kv_blocks=64, speculate="off")
+        spec = LLM(model, num_kv_blocks=64, speculate="auto")
+        runner, config = spec.engine.runner, spec.engine.config
+        runner.verify_graphs = VerifyGraphs(runner.model, runner.kv_cache, runner.kv_scales, config.max_num_seqs,
+                                            config.max_blocks_per_seq, config.num_speculative_tokens + 1,
+                                            config.block_size, capture=False)
+        assert outputs(spec, prompts[:count], params) == outputs(plain, prompts[:count], params)
+        assert spec.engine.stats.accepted_tokens > 0 and (runner.verify_graphs.slot_mapping >= 0).any()
+        assert_pool_full(spec.engine)
+
+
 def test_preemption_by_a_small_pool_changes_nothing(tiny_model, copying_model):
     model_dir, tokens = copying_model
     rng = random.Random(9)
@@ -216,12 +238,14 @@ def test_fruitless_drafting_backs_off_so_steps_keep_running_ahead(tiny_model):
 
 @pytest.mark.gpu
 def test_on_the_gpu_verifying_steps_mix_with_cuda_graph_decode_steps(copying_model, tiny_model):
-    """Decode steps replay CUDA graphs, verifying steps run eagerly through the prefill kernel:
-    float32, so that the two kernels agree to rounding and greedy outputs stay equal."""
+    """Decode steps replay CUDA graphs, and so do small verifying steps (padded, through the
+    prefill kernel): float32, so that the two kernels agree to rounding and greedy outputs stay equal."""
     model_dir, tokens = copying_model
     params = SamplingParams(max_tokens=40, temperature=0, ignore_eos=True, logprobs=1)
     for model, prompts in ((model_dir, prompts_for(random.Random(6), tokens)), (tiny_model[0], prompts_for(
             random.Random(7)))):
         llm = same_as_without_speculation(model, prompts, params, rounds=2, num_kv_blocks=64, device="cuda",
                                           dtype="float32")
-        assert llm.engine.runner.graphs is not None and llm.engine.stats.accepted_tokens > 0
+        runner = llm.engine.runner
+        assert runner.graphs is not None and runner.verify_graphs is not None and llm.engine.stats.accepted_tokens > 0
+        assert (runner.verify_graphs.slot_mapping >= 0).any()  # a verifying step replayed a graph
