@@ -197,13 +197,16 @@ class LLMEngine:
     def _may_draft(self) -> bool:
         """Whether the next step may verify drafts: speculation is on, the cost model does not
         rule it out at this batch size, and the last tries found something to verify (each
-        fruitless try waits twice as many steps, up to 32, before the next: drafting makes the
-        step wait for the one before it, while otherwise steps run one ahead of their results)."""
-        decoding = 0 if self.speculator is None else sum(s.num_uncomputed_tokens == 1 for s in self.scheduler.running)
-        if not decoding:
+        fruitless try waits twice as many steps before the next, up to 32 per 16 sequences:
+        drafting makes the step wait for the one before it, while otherwise steps run one ahead
+        of their results, and a try proposes for every sequence)."""
+        if self.speculator is None:
             return False
         if self._steps_to_next_draft > 0:
             self._steps_to_next_draft -= 1
+            return False
+        decoding = sum(s.num_uncomputed_tokens == 1 for s in self.scheduler.running)
+        if not decoding:
             return False
         return self.step_times is None or self.step_times.may_pay(decoding, self.speculator.num_speculative_tokens,
                                                                   self._host_ms_per_seq * decoding)
@@ -216,7 +219,8 @@ class LLMEngine:
         lengths = plan(drafts, self.step_times, self._host_ms_per_seq * len(seqs))
         self._drafts = {s.seq_id: d.truncated(n) for s, d, n in zip(seqs, drafts, lengths) if n > 0}
         if seqs:
-            self._draft_backoff = 0 if self._drafts else min(32, 2 * self._draft_backoff or 1)
+            longest_wait = 32 * max(1, len(seqs) // 16)
+            self._draft_backoff = 0 if self._drafts else min(longest_wait, 2 * self._draft_backoff or 1)
             self._steps_to_next_draft = self._draft_backoff
         return {seq_id: d.tokens for seq_id, d in self._drafts.items()}
 

@@ -223,17 +223,28 @@ def test_the_command_line_turns_speculation_on(copying_model, capsys):
     assert "num_speculative_tokens must be in [1, 16], got 0" in capsys.readouterr().err
 
 
-def test_fruitless_drafting_backs_off_so_steps_keep_running_ahead(tiny_model):
-    """With nothing to draft (the suffix cache is empty until a request finishes), drafting is
-    tried less and less often: a try makes the step wait for the one before it."""
-    llm = LLM(tiny_model[0], num_kv_blocks=64, speculate="suffix")
+def drafting_tries(llm: LLM, prompts, params) -> list[int]:
+    """Generate; the engine steps at which drafting was tried."""
     engine, tries = llm.engine, []
     draft = engine._draft
     engine._draft = lambda: tries.append(engine.stats.steps) or draft()
-    llm.generate([[1, 20, 30, 40]], SamplingParams(max_tokens=80, temperature=0, ignore_eos=True))
+    llm.generate(prompts, params)
     assert engine.stats.draft_tokens == 0
+    return tries
+
+
+def test_fruitless_drafting_backs_off_so_steps_keep_running_ahead(tiny_model):
+    """With nothing to draft (the suffix cache is empty until a request finishes), drafting is
+    tried less and less often: a try makes the step wait for the one before it."""
+    params = SamplingParams(max_tokens=80, temperature=0, ignore_eos=True)
+    tries = drafting_tries(LLM(tiny_model[0], num_kv_blocks=64, speculate="suffix"), [[1, 20, 30, 40]], params)
     assert tries[:5] == [tries[0], tries[0] + 2, tries[0] + 5, tries[0] + 10, tries[0] + 19]  # waits of 1, 2, 4, 8
     assert len(tries) <= 8
+    # a try proposes for every sequence: with 64 of them it waits up to 128 steps, not 32
+    params = SamplingParams(max_tokens=200, temperature=0, ignore_eos=True)
+    tries = drafting_tries(LLM(tiny_model[0], num_kv_blocks=64 * 14, speculate="suffix"),
+                           [[1, 20 + i, 30, 40] for i in range(64)], params)
+    assert [b - a for a, b in zip(tries, tries[1:])][:7] == [2, 3, 5, 9, 17, 33, 65]
 
 
 @pytest.mark.gpu
