@@ -91,7 +91,10 @@ def test_a_client_leaving_a_non_streamed_request_aborts_it_too(server):
 
 
 def test_an_engine_process_that_dies_ends_its_streams_and_the_server_says_so(random_model):
-    server = LiveServer(EngineProcess(random_model, num_kv_blocks=64, max_model_len=1024)).start()
+    # kept serving, as with --keep-serving-on-engine-failure: by default the server would exit
+    # (tests/web/test_engine_death.py), racing the requests below
+    server = LiveServer(EngineProcess(random_model, num_kv_blocks=64, max_model_len=1024),
+                        ServerSettings(keep_serving_on_engine_failure=True)).start()
     try:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             with http.stream("POST", "/v1/completions", json=_long_stream_body(server.serving.model_id)) as r:
