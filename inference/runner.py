@@ -199,8 +199,8 @@ class ModelRunner:
                                                     self.num_sms))
         prompt = PromptScoring(prompt_spans, longs["prompt_targets"], long_views["prompt_targets"]) \
             if prompt_spans else None
-        all_decoding = prompt is None and len(sample_seqs) == len(batch) and all(
-            n == len(d) + 1 for n, d in zip(batch.num_new_tokens, batch.drafts))
+        all_decoding = self.verify_graphs is not None and prompt is None and len(sample_seqs) == len(batch) and all(
+            n == len(d) + 1 for n, d in zip(batch.num_new_tokens, batch.drafts))  # (only verify graphs ask)
         return StepInputs(input_ids, long_views["positions"], meta, long_views["logit_rows"], sample_seqs, packed,
                           prompt, all_decoding)
 
