@@ -17,14 +17,11 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import subprocess
-import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from inference.model_source import ASSETS
+from scripts.soak import children, start_server
 from web.serve_benchmark import run_serve_benchmark
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -33,10 +30,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def children(pid: int) -> list[int]:
-    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
 
 
 def tiny_model(path: Path) -> Path:
@@ -50,14 +43,10 @@ def tiny_model(path: Path) -> Path:
 
 
 def one_round(model: Path, tree: str, extra: list[str], streams: int, requests: int, prompt_len: int,
-              max_tokens: int) -> dict:
-    proc = subprocess.Popen([sys.executable, "-m", "inference.cli", "serve", str(model), "--port", "0",
-                             "--instance-num", str(streams), "--max-model-len", "512", *extra], cwd=tree,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+              max_tokens: int, log: Path) -> dict:
+    proc, url = start_server(str(model), ["--instance-num", str(streams), "--max-model-len", "512", *extra], log,
+                             cwd=tree)
     try:
-        url = next(m.group(1) for line in proc.stdout if (m := re.search(r" at (http://\S+)", line)))
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # its log never fills the pipe
         engine = children(proc.pid)
         load = dict(concurrency=streams, prompt_len=prompt_len, max_tokens=max_tokens)
         asyncio.run(run_serve_benchmark(f"{url}/v1", num_requests=streams, seed=1, **load))  # warm up
@@ -91,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, (path, *extra) in trees.items():
                 rows.append({"round": i, "tree": name, **one_round(model, str(Path(path).resolve()), extra,
                                                                    args.streams, args.requests, args.prompt_len,
-                                                                   args.max_tokens)})
+                                                                   args.max_tokens, Path(tmp) / f"{name}.log")})
                 print(json.dumps(rows[-1]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"trees": args.trees, "settings": vars(args), "rounds": rows}, indent=2))

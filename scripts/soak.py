@@ -48,11 +48,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def start_server(workspace: str | None, extra: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    """`codellama serve` on a free port of 127.0.0.1, its output in `log`; returns it and its URL."""
+def start_server(workspace: str | None, extra: list[str], log: Path,
+                 cwd: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`codellama serve` on a free port of 127.0.0.1, its output in `log`; returns it and its URL.
+    `cwd`: the source tree to run it from (default: this one)."""
     command = [sys.executable, "-m", "inference.cli", "serve", *([workspace] if workspace else []),
                "--host", "127.0.0.1", "--port", "0", *extra]
-    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=cwd)
     while server.poll() is None:
         match = re.search(r" at (http://\S+)$", log.read_text(), re.M)
         if match:
