@@ -40,7 +40,7 @@ from .runner import LaunchedStep, ModelRunner, TokenSample
 from .sampling_params import SamplingParams
 from .scheduler import Batch, Scheduler
 from .sequence import Sequence
-from .speculative import Draft, SequenceDrafting, Speculator, StepTimes, infill_suffix_span, plan
+from .speculative import Draft, DraftPacing, SequenceDrafting, Speculator, StepTimes, infill_suffix_span, plan
 from .tokenizer import Tokenizer
 
 
@@ -87,7 +87,7 @@ class LLMEngine:
                            if config.speculative_step_times else None)
         self._drafting: dict[int, SequenceDrafting] = {}  # seq_id -> its drafting state (with a speculator)
         self._drafts: dict[int, Draft] = {}  # seq_id -> the draft the step in flight verifies
-        self._draft_backoff = self._steps_to_next_draft = 0  # after steps with nothing to verify
+        self._pacing = DraftPacing()  # tries drafting less often while drafts come back empty
         # a step's host milliseconds per sequence (outputs, drafting, scheduling, launch), a moving
         # average: what verifying adds to a GPU step, which plain steps hide (see cost_model.py)
         self._times_host = self.step_times is not None and self.runner.device.type == "cuda"
@@ -196,14 +196,8 @@ class LLMEngine:
 
     def _may_draft(self) -> bool:
         """Whether the next step may verify drafts: speculation is on, the cost model does not
-        rule it out at this batch size, and the last tries found something to verify (each
-        fruitless try waits twice as many steps before the next, up to 32 per 16 sequences:
-        drafting makes the step wait for the one before it, while otherwise steps run one ahead
-        of their results, and a try proposes for every sequence)."""
-        if self.speculator is None:
-            return False
-        if self._steps_to_next_draft > 0:
-            self._steps_to_next_draft -= 1
+        rule it out at this batch size, and the pacing (speculative/pacing.py) lets it try."""
+        if self.speculator is None or not self._pacing.due():
             return False
         decoding = sum(s.num_uncomputed_tokens == 1 for s in self.scheduler.running)
         if not decoding:
@@ -215,14 +209,20 @@ class LLMEngine:
         """Drafts for the running sequences that decode next, cut to what the cost model finds
         worth verifying; kept by seq_id until the step is read back."""
         seqs = [s for s in self.scheduler.running if self.scheduler.draft_room(s) > 0]
-        drafts = [self.speculator.propose(self._drafting[s.seq_id], self.scheduler.draft_room(s)) for s in seqs]
+        if not seqs:
+            return {}
+        sample = self._pacing.sample(seqs)
+        if len(sample) < len(seqs) and not any(self._propose(s) for s in sample):
+            self._pacing.tried(len(seqs), drafted=False)
+            return {}
+        drafts = [self._propose(s) for s in seqs]
         lengths = plan(drafts, self.step_times, self._host_ms_per_seq * len(seqs))
         self._drafts = {s.seq_id: d.truncated(n) for s, d, n in zip(seqs, drafts, lengths) if n > 0}
-        if seqs:
-            longest_wait = 32 * max(1, len(seqs) // 16)
-            self._draft_backoff = 0 if self._drafts else min(longest_wait, 2 * self._draft_backoff or 1)
-            self._steps_to_next_draft = self._draft_backoff
+        self._pacing.tried(len(seqs), drafted=bool(self._drafts))
         return {seq_id: d.tokens for seq_id, d in self._drafts.items()}
+
+    def _propose(self, seq: Sequence) -> Draft | None:
+        return self.speculator.propose(self._drafting[seq.seq_id], self.scheduler.draft_room(seq))
 
     def _launch(self, batch: Batch) -> LaunchedStep:
         now = time.monotonic()

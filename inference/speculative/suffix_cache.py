@@ -11,7 +11,9 @@ at once, like descending a suffix tree: at each step the token most of the still
 occurrences continue with is drafted, with confidence (its count / the agreeing occurrences,
 those that end there included) × the rule of succession on the match so far; occurrences that
 continue otherwise drop out. Bounded: `max_tokens` tokens, at most `per_key` occurrences per
-n-gram. Not thread-safe: the engine's one loop owns it.
+n-gram. Outputs are indexed at the next proposal, the newest `index_backlog` tokens of them: a
+server that drafts rarely (a large batch) does not index everything it wrote since, and the
+older outputs of such a backlog are never matched. Not thread-safe: the engine's one loop owns it.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ _SEP = -1  # between stored outputs: no n-gram spans it, no draft crosses it
 
 
 class SuffixCache:
-    def __init__(self, max_tokens: int = 1 << 17, *, sizes: Sequence[int] = (2, 3, 4, 6, 8), per_key: int = 32):
+    def __init__(self, max_tokens: int = 1 << 17, *, sizes: Sequence[int] = (2, 3, 4, 6, 8), per_key: int = 32,
+                 index_backlog: int = 1 << 13):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        self.max_tokens = max_tokens
+        self.max_tokens, self.index_backlog = max_tokens, index_backlog
         self._index = NgramIndex(sizes, per_key)
         self._ring: list[int] = [_SEP]
         self._first = 0  # position of _ring[0]; positions only grow
-        self._outputs: deque[tuple[int, int, int]] = deque()  # (start, first indexed end, stop) per output
-        self._unindexed: deque[tuple[int, int, int]] = deque()  # the newest outputs, not indexed yet
+        # [start, first end to index, stop, indexed] per output, and the newest ones not indexed yet
+        self._outputs: deque[list] = deque()
+        self._unindexed: deque[list] = deque()
         self.num_tokens = 0  # held, contexts and outputs
 
     @property
@@ -57,18 +61,27 @@ class SuffixCache:
         self._ring.append(_SEP)
         stop = start + len(tokens)
         # the ends whose continuation is an output token, indexed by the next proposal
-        output = (start, max(start, stop - len(output) - 1), stop)
+        output = [start, max(start, stop - len(output) - 1), stop, False]
         self._outputs.append(output)
         self._unindexed.append(output)
         self.num_tokens += len(tokens)
         self._evict()
 
     def _index_outputs(self) -> None:
-        """Index the outputs stored since the last proposal: a server too busy to draft (the
-        cost model rules drafting out at large batches) spends nothing on them but the copy."""
-        for start, first_end, stop in self._unindexed:
+        """Index the newest outputs stored since the last proposal that fit in index_backlog
+        tokens, in order (the index takes positions in increasing order); older ones of the
+        backlog stay unindexed until evicted."""
+        newest, budget = [], self.index_backlog
+        for output in reversed(self._unindexed):
+            if budget <= 0:
+                break
+            newest.append(output)
+            budget -= output[2] - output[0]
+        for output in reversed(newest):
+            start, first_end, stop, _ = output
             for end in range(first_end, stop - 1):
                 self._index.add(self._window(max(start, end - self._index.max_n + 1), end), end)
+            output[3] = True
         self._unindexed.clear()
 
     def propose(self, context: Sequence[int], max_tokens: int) -> Draft | None:
@@ -102,10 +115,12 @@ class SuffixCache:
     def _evict(self) -> None:
         """Drop the oldest outputs until the rest fit; compact the ring when half of it is dead."""
         while self.num_tokens > self.max_tokens:
-            output = start, first_end, stop = self._outputs.popleft()
+            output = self._outputs.popleft()
+            start, first_end, stop, indexed = output
             self.num_tokens -= stop - start
-            if self._unindexed and self._unindexed[0] == output:  # never indexed: nothing to forget
-                self._unindexed.popleft()
+            if not indexed:  # nothing to forget
+                if self._unindexed and self._unindexed[0] is output:
+                    self._unindexed.popleft()
                 continue
             for end in range(first_end, stop - 1):
                 self._index.forget(self._window(max(start, end - self._index.max_n + 1), end), end)

@@ -146,6 +146,22 @@ def test_the_cache_is_bounded_and_forgets_its_oldest_outputs():
     assert cache.num_outputs == 1 and cache.propose(huge[-10:-5], 2).tokens == tuple(huge[-5:-3])
 
 
+def test_a_backlog_of_outputs_is_indexed_newest_first_within_its_budget():
+    """Outputs stored while nobody proposed (a busy server) are indexed at the next proposal,
+    only the newest that fit in index_backlog tokens; the cache keeps working past them."""
+    cache = SuffixCache(max_tokens=400, sizes=[2, 3], index_backlog=60)
+    outputs = [distinct(28, start=1000 + 100 * i) for i in range(6)]  # 30 tokens each with their context
+    for out in outputs:
+        cache.add(out, [7, 8])
+    assert cache.propose(outputs[-1][:4], 2).tokens == tuple(outputs[-1][4:6])
+    assert cache.propose(outputs[-2][:4], 2).tokens == tuple(outputs[-2][4:6])
+    assert cache.propose(outputs[0][:4], 2) is None  # too old when indexed: never matched
+    for i in range(20):  # evicting the unindexed outputs forgets nothing the newer ones hold
+        cache.add(distinct(28, start=5000 + 100 * i), [7, 8])
+        assert cache.propose([5000 + 100 * i, 5001 + 100 * i], 1).tokens == (5002 + 100 * i,)
+    assert cache.num_tokens <= 400
+
+
 # --- calibration and adaptive lengths -------------------------------------------------------------
 
 def test_rejections_shorten_the_drafts_to_none_and_acceptances_lengthen_them_again():

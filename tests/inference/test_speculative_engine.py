@@ -223,11 +223,18 @@ def test_the_command_line_turns_speculation_on(copying_model, capsys):
     assert "num_speculative_tokens must be in [1, 16], got 0" in capsys.readouterr().err
 
 
-def drafting_tries(llm: LLM, prompts, params) -> list[int]:
-    """Generate; the engine steps at which drafting was tried."""
-    engine, tries = llm.engine, []
-    draft = engine._draft
-    engine._draft = lambda: tries.append(engine.stats.steps) or draft()
+def drafting_tries(llm: LLM, prompts, params, proposals: list[int] | None = None) -> list[int]:
+    """Generate; the engine steps at which drafting was tried (and into `proposals`, how many
+    sequences each try proposed for)."""
+    engine, tries, proposals = llm.engine, [], [] if proposals is None else proposals
+    draft, propose = engine._draft, engine.speculator.propose
+
+    def counted(*args, **kwargs):
+        proposals[-1] += 1
+        return propose(*args, **kwargs)
+
+    engine.speculator.propose = counted
+    engine._draft = lambda: tries.append(engine.stats.steps) or proposals.append(0) or draft()
     llm.generate(prompts, params)
     assert engine.stats.draft_tokens == 0
     return tries
@@ -240,11 +247,14 @@ def test_fruitless_drafting_backs_off_so_steps_keep_running_ahead(tiny_model):
     tries = drafting_tries(LLM(tiny_model[0], num_kv_blocks=64, speculate="suffix"), [[1, 20, 30, 40]], params)
     assert tries[:5] == [tries[0], tries[0] + 2, tries[0] + 5, tries[0] + 10, tries[0] + 19]  # waits of 1, 2, 4, 8
     assert len(tries) <= 8
-    # a try proposes for every sequence: with 64 of them it waits up to 128 steps, not 32
+    # with 64 sequences it waits up to 128 steps, not 32; and after a fruitless try it asks 16 of
+    # them (a different 16 each time), not every one
     params = SamplingParams(max_tokens=200, temperature=0, ignore_eos=True)
+    proposals = []
     tries = drafting_tries(LLM(tiny_model[0], num_kv_blocks=64 * 14, speculate="suffix"),
-                           [[1, 20 + i, 30, 40] for i in range(64)], params)
+                           [[1, 20 + i, 30, 40] for i in range(64)], params, proposals)
     assert [b - a for a, b in zip(tries, tries[1:])][:7] == [2, 3, 5, 9, 17, 33, 65]
+    assert proposals[0] == 64 and set(proposals[1:7]) == {16}
 
 
 @pytest.mark.gpu
