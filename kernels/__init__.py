@@ -7,6 +7,7 @@ import torch
 from .paged_attention import paged_attention_ref
 from .paged_decode_attention import MAX_SPLITS, decode_num_splits, paged_decode_attention
 from .paged_prefill_attention import paged_prefill_attention
+from .quant_dequantize import dequantize
 from .quant_gemm import quant_gemm
 from .quant_gemv import MAX_ROWS as GEMV_MAX_ROWS, quant_gemv
 from .quantized_weights import quant_linear_ref
@@ -28,14 +29,22 @@ def rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping,
                                                                     slot_mapping, k_scales, v_scales)
 
 
+DEQUANTIZE_MIN_ROWS = 128  # from here on cuBLAS on the dequantized weight beats the fused GEMM
+
+
 def quant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                  perm: torch.Tensor | None, bits: int) -> torch.Tensor:
     """x @ W.T for quantized W (kernels/quantized_weights.py): the GEMV for decode-sized inputs,
-    the GEMM for larger ones."""
+    the fused GEMM for mid-sized ones with outputs enough to fill the GPU, else a matmul on the
+    dequantized weight (the choices `bench kernels` measured fastest on an H200)."""
     if not x.is_cuda:
         return quant_linear_ref(x, qweight, scales, zeros, perm, bits)
-    gemv = 1 <= x.shape[0] <= GEMV_MAX_ROWS
-    return (quant_gemv if gemv else quant_gemm)(x, qweight, scales, zeros, perm, bits)
+    rows, outputs = x.shape[0], qweight.shape[1]
+    if 1 <= rows <= GEMV_MAX_ROWS:
+        return quant_gemv(x, qweight, scales, zeros, perm, bits)
+    if rows < DEQUANTIZE_MIN_ROWS and outputs // 64 >= torch.cuda.get_device_properties(x.device).multi_processor_count:
+        return quant_gemm(x, qweight, scales, zeros, perm, bits)
+    return x @ dequantize(qweight, scales, zeros, perm, bits, x.dtype)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

@@ -138,11 +138,12 @@ def decode_num_splits(batch: int, kv_heads: int, max_context_len: int, num_sms: 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
                            num_splits: int, out: torch.Tensor | None = None, k_scales: torch.Tensor | None = None,
-                           v_scales: torch.Tensor | None = None) -> torch.Tensor:
+                           v_scales: torch.Tensor | None = None, *, block_n: int | None = None,
+                           num_stages: int = 2) -> torch.Tensor:
     """q: [B, Hq, D]; caches: [num_blocks, page, Hk, D] (int8 ones with their scales
     [num_blocks, page, Hk], see kv_int8.py); returns [B, Hq, D]. num_splits is a power of two
     fixed by the caller (fixed per CUDA-graph batch size), and the context is cut into that many
-    parts at run time."""
+    parts at run time. block_n (keys per tile) and num_stages may be given (benchmarks)."""
     batch, hq, dim = q.shape
     _, page, hk, _ = k_cache.shape
     assert k_cache.is_contiguous() and v_cache.is_contiguous() and q.stride(2) == 1
@@ -152,7 +153,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     if batch == 0:
         return out
     group = hq // hk
-    block_n = max(page, 64 if dim <= 128 else 32)
+    block_n = block_n or max(page, 64 if dim <= 128 else 32)
     parts = (torch.empty(batch, hq, num_splits, dim, dtype=torch.float32, device=q.device),
              torch.empty(batch, hq, num_splits, 2, dtype=torch.float32, device=q.device)) \
         if num_splits > 1 else (out, out)
@@ -162,7 +163,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HK=hk, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), D=dim,
         BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
-        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, num_warps=4, num_stages=2)
+        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, num_warps=4, num_stages=num_stages)
     if num_splits > 1:
         _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
                                      BLOCK_D=triton.next_power_of_2(dim), SPLITS=num_splits, num_warps=4)

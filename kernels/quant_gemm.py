@@ -1,11 +1,13 @@
-"""Weight-only quantized GEMM for prefill: y = x @ W.T for many rows of x, with W in the layout of
+"""Weight-only quantized GEMM for batches of 17 to 127 rows: y = x @ W.T with W in the layout of
 kernels/quantized_weights.py, dequantized tile by tile inside the K loop (never materialised).
 
 Program (row tile, column tile) walks K: it loads a tile of x (gathered through perm for an
 act-order checkpoint), unpacks and dequantizes the matching weight tile to x's dtype and feeds
-both to tl.dot. Programs are ordered in groups of row tiles so that the weight tiles they share
-stay in L2. With a prompt of many rows the work is bound by tl.dot, and the dequantization
-(once per row tile) is a small share of it.
+both to tl.dot as out.T = W @ x.T, so that the dequantized weights are the MMA's operand from
+registers and a few rows pad less (measured on an H200: up to 1.4x the unswapped order at 64 to
+256 rows). Programs are ordered in groups of row tiles so that the weight tiles they share stay
+in L2. From about 128 rows on, cuBLAS on the whole dequantized weight (quant_dequantize.py) is
+faster; kernels.quant_linear chooses.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .quantized_weights import check_layout, dot_tile, k_tile
+from .quantized_weights import check_layout, dot_tile_swapped, k_tile
 
 
 @triton.jit
@@ -28,7 +30,6 @@ def _quant_gemm_kernel(
     M, N, K, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, IEEE: tl.constexpr,
-    UNPACK_BY_LOADS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -43,21 +44,20 @@ def _quant_gemm_kernel(
     offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
     rows = offs_m.to(tl.int64) * stride_xm
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_t = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)  # out.T = W @ x.T
     for k0 in range(0, K, BLOCK_K):
-        acc = dot_tile(acc, x_ptr, rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
-                       BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE, UNPACK_BY_LOADS)
-    tl.store(out_ptr + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=m_mask[:, None] & n_mask[None, :])
+        acc_t = dot_tile_swapped(acc_t, x_ptr, rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0,
+                                 offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
+    tl.store(out_ptr + offs_m[None, :].to(tl.int64) * stride_om + offs_n[:, None],
+             acc_t.to(out_ptr.dtype.element_ty), mask=m_mask[None, :] & n_mask[:, None])
 
 
 def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-               perm: torch.Tensor | None, bits: int, *, block_m: int | None = None, block_n: int = 128,
-               block_k: int = 64, num_warps: int | None = None, num_stages: int = 3,
-               unpack_by_loads: bool = False) -> torch.Tensor:
+               perm: torch.Tensor | None, bits: int, *, block_m: int | None = None, block_n: int = 64,
+               block_k: int = 64, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """x: [M, K] -> [M, N] in x's dtype; the result of quant_linear_ref."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
-    block_m = block_m or (128 if m > 64 else 64 if m > 16 else 16)
+    block_m = block_m or max(16, min(128, triton.next_power_of_2(m)))
     block_k = min(block_k, k_tile(group))
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m == 0:
@@ -66,6 +66,5 @@ def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     _quant_gemm_kernel[grid](
         x, qweight, scales, zeros, perm if perm is not None else qweight, out, m, n, x.shape[1], x.stride(0),
         out.stride(0), BITS=bits, GROUP=group, HAS_PERM=perm is not None, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_K=block_k, GROUP_M=8, IEEE=x.dtype == torch.float32, UNPACK_BY_LOADS=unpack_by_loads,
-        num_warps=num_warps or (8 if block_m == 128 else 4), num_stages=num_stages)
+        BLOCK_K=block_k, GROUP_M=8, IEEE=x.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages)
     return out

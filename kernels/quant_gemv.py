@@ -5,9 +5,9 @@ A decode step reads every weight once, so this kernel is about streaming qweight
 bandwidth. Program (column block, K split) dequantizes its weight tiles in registers and
 multiplies them with the rows of x. Split-K gives a layer whose N alone cannot fill the GPU
 enough programs; the splits' float32 partial sums are then added by a second kernel in a fixed
-order, so a result does not depend on scheduling. One row (batch 1) uses multiply-adds on the
-float32 weights; 2..16 rows use tl.dot with the rows padded to 16. Shapes are fixed for a given
-M, so both launches can be captured in a CUDA graph.
+order, so a result does not depend on scheduling. One row (batch 1) uses float32 multiply-adds on
+the words as loaded (_one_row); 2..16 rows use tl.dot with the rows padded to 16. Shapes are fixed
+for a given M, so both launches can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -16,9 +16,66 @@ import torch
 import triton
 import triton.language as tl
 
-from .quantized_weights import check_layout, dequantize_tile, dot_tile, k_tile
+from .quantized_weights import check_layout, dot_tile, k_tile
 
 MAX_ROWS = 16
+
+
+@triton.jit
+def _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, k_end, offs_n, n_mask, N, PER_WORD: tl.constexpr,
+               GROUP: tl.constexpr, WORDS: tl.constexpr):
+    """The packed words of inputs k0 .. k0 + WORDS * PER_WORD and their group's scales and zeros
+    (nothing read past k_end)."""
+    mask = n_mask & (tl.full(offs_n.shape, k0, tl.int32) < k_end)
+    rows = k0 // PER_WORD + tl.arange(0, WORDS)
+    words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=mask[None, :], other=0)
+    group = k0 // GROUP
+    scale = tl.load(scales_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
+    zero = tl.load(zeros_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
+    return words, scale, zero
+
+
+@triton.jit
+def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
+             BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr,
+             BLOCK_K: tl.constexpr):
+    """x[k_start:k_end] @ W'[k_start:k_end, offs_n] for one row x: float32 [BLOCK_N].
+
+    At batch 1 the instructions spent per weight, not the bytes, set the pace (on an H200 4-bit
+    and 8-bit weights take the same time), so each weight costs few: a tile is BLOCK_K / P rows of packed words used as loaded (field j of
+    every word meets inputs P * row + j: nothing reshaped or moved between threads); field j is
+    masked in place, q * 2^s with s = BITS * j (one shift per word first for the upper half, so
+    that 2^s < 2^16), and or-ed into the exponent of 2^23, giving the float 2^23 + q * 2^s exactly;
+    less 2^23, times x * 2^-s (a power of two: exact) it adds q * x. The zero point comes off once
+    per row of the tile (z * the sum of its inputs) and the group's scale once per tile."""
+    PER_WORD: tl.constexpr = 32 // BITS
+    HALF: tl.constexpr = PER_WORD // 2  # fields per 16-bit half of a word
+    WORDS: tl.constexpr = BLOCK_K // PER_WORD
+    MASK: tl.constexpr = (1 << BITS) - 1
+    acc = tl.zeros([WORDS, BLOCK_N], tl.float32)
+    words, scale, zero = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
+                                    PER_WORD, GROUP, WORDS)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        # the next tile's loads are in flight while this one is computed
+        ahead = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
+                           GROUP, WORDS)
+        rows = k0 // PER_WORD + tl.arange(0, WORDS)
+        upper = words >> 16  # (its sign-extended bits are never selected)
+        tile = tl.zeros([WORDS, BLOCK_N], tl.float32)
+        x_sum = tl.zeros([WORDS], tl.float32)
+        for j in tl.static_range(PER_WORD):
+            inputs = rows * PER_WORD + j
+            if HAS_PERM:
+                inputs = tl.load(perm_ptr + inputs)
+            x = tl.load(x_ptr + inputs).to(tl.float32)
+            x_sum += x
+            shift = BITS * (j % HALF)
+            field = (words if j < HALF else upper) & (MASK << shift)
+            w = (field | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0  # q * 2^shift, exactly
+            tile += w * (x * (1.0 / (1 << shift)))[:, None]
+        acc += (tile - zero[None, :] * x_sum[:, None]) * scale[None, :]
+        words, scale, zero = ahead
+    return tl.sum(acc, axis=0)
 
 
 @triton.jit
@@ -32,7 +89,6 @@ def _quant_gemv_kernel(
     M, N, K, k_per_split, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr,
-    UNPACK_BY_LOADS: tl.constexpr,
 ):
     split = tl.program_id(1)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -42,21 +98,13 @@ def _quant_gemv_kernel(
     k_start = split * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
     if ROWS == 1:
-        acc_k = tl.zeros([BLOCK_K, BLOCK_N], tl.float32)  # reduced over K once, after the loop
-        for k0 in range(k_start, k_end, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            if HAS_PERM:
-                offs_k = tl.load(perm_ptr + offs_k)
-            x = tl.load(x_ptr + offs_k).to(tl.float32)
-            w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
-                                BLOCK_N, UNPACK_BY_LOADS)
-            acc_k += w * x[:, None]
-        acc = tl.sum(acc_k, axis=0)[None, :]
+        acc = _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
+                       BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K)[None, :]
     else:
         acc = tl.zeros([ROWS, BLOCK_N], tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             acc = dot_tile(acc, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0,
-                           offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE, UNPACK_BY_LOADS)
+                           offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
     mask = m_mask[:, None] & n_mask[None, :]
     if PARTIAL:
         tl.store(out_ptr + (split * M + offs_m[:, None]) * N + offs_n[None, :], acc, mask=mask)
@@ -80,23 +128,23 @@ def _sum_splits_kernel(
 
 
 def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int) -> int:
-    """Splits of K giving about four programs per SM, each split keeping at least four K tiles."""
+    """Splits of K giving about eight programs per SM, each split keeping at least four K tiles
+    (the best of `bench kernels`' sweep on an H200, within 5 %, at every 7B projection)."""
     programs = triton.cdiv(n, block_n)
-    return max(1, min(triton.cdiv(4 * num_sms, programs), k // block_k // 4))
+    return max(1, min(triton.cdiv(8 * num_sms, programs), k // block_k // 4))
 
 
 def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, split_k: int | None = None, block_n: int | None = None,
-               block_k: int | None = None, num_warps: int = 4, unpack_by_loads: bool = False) -> torch.Tensor:
+               block_k: int | None = None, num_warps: int = 4) -> torch.Tensor:
     """x: [M, K] with M <= 16 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
-    sizes, split count and unpacking (see dequantize_tile) may be given (benchmarks), else they
-    are chosen here."""
+    sizes, split count and warps may be given (benchmarks), else they are chosen here."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     k = x.shape[1]
     rows = 1 if m == 1 else MAX_ROWS
-    block_n = block_n or (128 if m == 1 else 64)
-    block_k = min(block_k or (64 if m == 1 else 128), k_tile(group))
+    block_n = block_n or 64
+    block_k = min(block_k or 128, k_tile(group))
     if split_k is None:
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
         split_k = gemv_splits(n, k, block_n, block_k, sms)
@@ -108,7 +156,7 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
         x, qweight, scales, zeros, perm if perm is not None else qweight, target,
         m, n, k, k_per_split, x.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
-        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, UNPACK_BY_LOADS=unpack_by_loads, num_warps=num_warps)
+        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, num_warps=num_warps)
     if split_k > 1:
         block = 1024
         _sum_splits_kernel[(triton.cdiv(m * n, block),)](target, out, m * n, SPLITS=split_k, BLOCK=block,

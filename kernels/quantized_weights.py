@@ -81,19 +81,25 @@ def quant_linear_ref(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
     return torch.nn.functional.linear(x, dequantize_ref(qweight, scales, zeros, perm, bits).to(x.dtype))
 
 
-def check_layout(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-                 perm: torch.Tensor | None, bits: int) -> tuple[int, int, int]:
-    """(M, N, group size) after checking the shapes the kernels assume."""
-    m, k = x.shape
-    n = qweight.shape[1]
+def check_weights(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, perm: torch.Tensor | None,
+                  bits: int) -> tuple[int, int, int]:
+    """(K, N, group size) after checking the shapes the kernels assume of a layer's weights."""
+    k, n = qweight.shape[0] * pack_factor(bits), qweight.shape[1]
     groups = scales.shape[0]
-    assert qweight.dtype == torch.int32 and qweight.shape[0] * pack_factor(bits) == k, (qweight.shape, k)
-    assert qweight.is_contiguous() and scales.is_contiguous() and zeros.is_contiguous() and x.stride(1) == 1
+    assert qweight.dtype == torch.int32 and qweight.is_contiguous() and scales.is_contiguous() and zeros.is_contiguous()
     assert scales.shape == zeros.shape == (groups, n) and k % groups == 0
     assert perm is None or (perm.shape == (k,) and perm.dtype == torch.int32)
     group = k // groups
     assert group % 16 == 0, f"group size {group}: the kernels need a multiple of 16"
-    return m, n, group
+    return k, n, group
+
+
+def check_layout(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                 perm: torch.Tensor | None, bits: int) -> tuple[int, int, int]:
+    """(M, N, group size) after checking the shapes the kernels assume of x and the weights."""
+    k, n, group = check_weights(qweight, scales, zeros, perm, bits)
+    assert x.shape[1] == k and x.stride(1) == 1, (x.shape, k)
+    return x.shape[0], n, group
 
 
 def k_tile(group: int, largest: int = 128) -> int:
@@ -106,25 +112,16 @@ def k_tile(group: int, largest: int = 128) -> int:
 
 @triton.jit
 def dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
-                    BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
-                    UNPACK_BY_LOADS: tl.constexpr):
+                    BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """The float32 weights W'[k0 : k0 + BLOCK_K, offs_n] (transposed: [BLOCK_K, BLOCK_N]);
-    k0 is a multiple of BLOCK_K, and BLOCK_K divides GROUP. The words are unpacked either by
-    reading each word once and reshaping its fields into rows, or (UNPACK_BY_LOADS) by every row
-    reading its word again, from L1, and shifting by its own offset."""
+    k0 is a multiple of BLOCK_K, and BLOCK_K divides GROUP. Each word is read once and its
+    fields reshaped into rows."""
     PER_WORD: tl.constexpr = 32 // BITS
-    if UNPACK_BY_LOADS:
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        words = tl.load(qweight_ptr + (offs_k // PER_WORD)[:, None].to(tl.int64) * N + offs_n[None, :],
-                        mask=n_mask[None, :], other=0)
-        q = (words >> ((offs_k % PER_WORD) * BITS)[:, None]) & ((1 << BITS) - 1)
-    else:
-        rows = k0 // PER_WORD + tl.arange(0, BLOCK_K // PER_WORD)
-        words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=n_mask[None, :],
-                        other=0)
-        shifts = tl.arange(0, PER_WORD) * BITS
-        q = (words[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1)
-        q = tl.reshape(q, (BLOCK_K, BLOCK_N))  # row r * PER_WORD + j is input k0 + r * PER_WORD + j
+    rows = k0 // PER_WORD + tl.arange(0, BLOCK_K // PER_WORD)
+    words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=n_mask[None, :], other=0)
+    shifts = tl.arange(0, PER_WORD) * BITS
+    q = (words[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1)
+    q = tl.reshape(q, (BLOCK_K, BLOCK_N))  # row r * PER_WORD + j is input k0 + r * PER_WORD + j
     f = (q | 0x4B000000).to(tl.float32, bitcast=True)  # 2^23 + q, exactly
     group = k0 // GROUP
     scale = tl.load(scales_ptr + group * N + offs_n, mask=n_mask, other=0.0).to(tl.float32)
@@ -135,17 +132,35 @@ def dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
 @triton.jit
 def dot_tile(acc, x_ptr, x_rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
              BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
-             HAS_PERM: tl.constexpr, IEEE: tl.constexpr, UNPACK_BY_LOADS: tl.constexpr):
+             HAS_PERM: tl.constexpr, IEEE: tl.constexpr):
     """acc + x[rows, inputs k0 .. k0 + BLOCK_K] @ W'[k0 : k0 + BLOCK_K, offs_n] on the tensor cores;
     x_rows: the rows' offsets into x, the inputs taken through perm when HAS_PERM."""
     offs_k = k0 + tl.arange(0, BLOCK_K)
     if HAS_PERM:
         offs_k = tl.load(perm_ptr + offs_k)
     x = tl.load(x_ptr + x_rows[:, None] + offs_k[None, :], mask=m_mask[:, None], other=0.0)
-    w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N,
-                        UNPACK_BY_LOADS).to(x.dtype)
+    w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
+                        BLOCK_N).to(x.dtype)
     if IEEE:
         acc += tl.dot(x, w, input_precision="ieee")
     else:
         acc += tl.dot(x, w)
     return acc
+
+
+@triton.jit
+def dot_tile_swapped(acc_t, x_ptr, x_rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask,
+                     N, BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+                     HAS_PERM: tl.constexpr, IEEE: tl.constexpr):
+    """dot_tile transposed: acc_t [BLOCK_N, rows] + W'[k0 : k0 + BLOCK_K, offs_n].T @ x[rows, ...].T."""
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    if HAS_PERM:
+        offs_k = tl.load(perm_ptr + offs_k)
+    x_t = tl.load(x_ptr + x_rows[None, :] + offs_k[:, None], mask=m_mask[None, :], other=0.0)
+    w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
+                        BLOCK_N).to(x_t.dtype)
+    if IEEE:
+        acc_t += tl.dot(tl.trans(w), x_t, input_precision="ieee")
+    else:
+        acc_t += tl.dot(tl.trans(w), x_t)
+    return acc_t

@@ -65,6 +65,35 @@ def copy_bandwidth(gib: float = 2.0) -> float:
     return 2 * gib * (1 << 30) / times[len(times) // 2]
 
 
+def operand_copies(operand_bytes: int, l2_bytes: int = 256 << 20) -> int:
+    """How many copies of a kernel's operands, called in turn, keep them from being read from L2."""
+    return max(2, -(-l2_bytes // operand_bytes))
+
+
+def graph_ms(calls: list, replays: int = 20) -> float:
+    """Milliseconds per call of a kernel as a decode step runs it: the calls (one kernel on
+    operand_copies() copies of its operands) replayed from one CUDA graph, so no launch overhead."""
+    for call in calls:  # compile outside the capture
+        call()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / len(calls))
+    del graph
+    torch.cuda.empty_cache()
+    return sorted(times)[len(times) // 2]
+
+
 def device_record(cuda: bool = True) -> dict:
     """The card a benchmark ran on, or with cuda=False the CPU (its cores, torch's threads and the
     load average: CPU figures depend on what else the machine was doing)."""

@@ -8,7 +8,7 @@ import triton
 
 from kernels import decode_num_splits, paged_decode_attention, paged_prefill_attention
 
-from .common import SHAPES
+from .common import SHAPES, graph_ms
 
 
 def _cache(batch: int, ctx: int, kv_heads: int, dim: int, page: int = 16, kv_int8: bool = False):
@@ -26,9 +26,9 @@ def _cache(batch: int, ctx: int, kv_heads: int, dim: int, page: int = 16, kv_int
     return k, v, scales, tables
 
 
-def decode_attention(shape: str, batch: int, ctx: int, copy_bw: float, kv_int8: bool = False) -> dict:
+def decode_attention(shape: str, batch: int, ctx: int, copy_bw: float, kv_int8: bool = False, **tiles) -> dict:
     """KV bytes read per second, against the copy bandwidth; an int8 cache reads D + 4 bytes per
-    (token, head) row of k and of v, a bf16 one 2 * D."""
+    (token, head) row of k and of v, a bf16 one 2 * D. tiles: block_n, num_stages of the kernel."""
     _, hidden, heads, kv_heads, _ = SHAPES[shape]
     dim = hidden // heads
     k, v, (k_scales, v_scales), tables = _cache(batch, ctx, kv_heads, dim, kv_int8=kv_int8)
@@ -36,14 +36,13 @@ def decode_attention(shape: str, batch: int, ctx: int, copy_bw: float, kv_int8: 
     lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     splits = decode_num_splits(batch, kv_heads, ctx, sms)
-    ms = triton.testing.do_bench(lambda: paged_decode_attention(q, k, v, tables, lens, dim ** -0.5, splits,
-                                                                k_scales=k_scales, v_scales=v_scales),
-                                 warmup=25, rep=100, return_mode="median")
+    ms = graph_ms([lambda: paged_decode_attention(q, k, v, tables, lens, dim ** -0.5, splits, k_scales=k_scales,
+                                                  v_scales=v_scales, **tiles)] * 4)
     kv_bytes = 2 * batch * ctx * kv_heads * (dim + 4 if kv_int8 else 2 * dim)
     del k, v, k_scales, v_scales
     torch.cuda.empty_cache()
     return {"shape": shape, "kv": "int8" if kv_int8 else "bf16", "batch": batch, "context": ctx, "splits": splits,
-            "ms": ms, "gb_s": kv_bytes / ms / 1e6, "pct_of_copy_bw": 100 * kv_bytes / (ms / 1e3) / copy_bw}
+            **tiles, "ms": ms, "gb_s": kv_bytes / ms / 1e6, "pct_of_copy_bw": 100 * kv_bytes / (ms / 1e3) / copy_bw}
 
 
 def prefill_attention(shape: str, length: int) -> dict:
@@ -60,14 +59,26 @@ def prefill_attention(shape: str, length: int) -> dict:
     return {"shape": shape, "length": length, "ms": ms, "tflops": flops / ms / 1e9}
 
 
-def run(copy_bw: float) -> dict:
+def int8_kv_tiles(copy_bw: float) -> list[dict]:
+    """Decode attention over an int8 cache at batch 64 x 8192 (7B) with other key tiles and
+    pipeline depths than the default's 64 and 2."""
+    return [decode_attention("7b", 64, 8192, copy_bw, kv_int8=True, block_n=block_n, num_stages=stages)
+            for block_n in (32, 64, 128) for stages in (2, 3, 4)]
+
+
+def run(copy_bw: float, only: str | None = None) -> dict:
     from . import quant_kernels_bench
 
-    return {
-        "decode_attention": [decode_attention(s, 64, c, copy_bw) for s in ("7b", "34b") for c in (512, 2048, 8192)]
-        + [decode_attention("7b", 1, c, copy_bw) for c in (512, 4096)],
-        "decode_attention_int8_kv": [decode_attention(s, 64, c, copy_bw, kv_int8=True) for s in ("7b", "34b")
-                                     for c in (512, 2048, 8192)],
-        "prefill_attention": [prefill_attention(s, n) for s in ("7b", "34b") for n in (2048, 8192)],
-        **quant_kernels_bench.run(copy_bw),
-    }
+    record = {}
+    if only in (None, "attention"):
+        record |= {
+            "decode_attention": [decode_attention(s, 64, c, copy_bw) for s in ("7b", "34b") for c in (512, 2048, 8192)]
+            + [decode_attention("7b", 1, c, copy_bw) for c in (512, 4096)],
+            "decode_attention_int8_kv": [decode_attention(s, 64, c, copy_bw, kv_int8=True) for s in ("7b", "34b")
+                                         for c in (512, 2048, 8192)],
+            "decode_attention_int8_kv_tiles": int8_kv_tiles(copy_bw),
+            "prefill_attention": [prefill_attention(s, n) for s in ("7b", "34b") for n in (2048, 8192)],
+        }
+    if only in (None, "quant"):
+        record |= quant_kernels_bench.run(copy_bw)
+    return record

@@ -1,18 +1,24 @@
 """The quantized-weight kernels at CodeLlama-7B's projection sizes, each beside bf16 cuBLAS in the
 same process: the GEMV for decode batches of 1, 8 and 16 rows (W4A16 in groups of 128, W8A16 per
-output channel) with the bytes each reads as a share of the copy bandwidth, the dequantizing GEMM
-for a 2,048-token prefill, and a sweep of the GEMV's tile sizes at batch 1 and 16."""
+output channel) with the bytes each reads as a share of the copy bandwidth, the fused GEMM and
+cuBLAS on the dequantized weight for 32 to 2,048 rows, and a sweep of the batch-1 GEMV's tiles, warps and K splits. Every time
+is a CUDA-graph replay over copies of the weights too many for L2 (common.graph_ms), as a decode
+step runs them: small kernels timed one launch at a time measure the launch, not the kernel."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
 import torch.nn.functional as F
 import triton
 
+from kernels.quant_dequantize import dequantize
 from kernels.quant_gemm import quant_gemm
 from kernels.quant_gemv import quant_gemv
+
+from .common import graph_ms, operand_copies
 
 # input and output features of CodeLlama-7B's projections
 PROJECTIONS_7B = {"qkv": (4096, 12288), "o": (4096, 4096), "gate_up": (4096, 22016), "down": (11008, 4096)}
@@ -32,62 +38,93 @@ def _bytes(weights: tuple) -> int:
     return sum(t.numel() * t.element_size() for t in weights[:3])
 
 
-def _ms(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+def _weight_pool(k: int, n: int, bits: int, group: int) -> list[tuple]:
+    one = _weights(k, n, bits, group)
+    return [one] + [_weights(k, n, bits, group) for _ in range(operand_copies(_bytes(one)) - 1)]
+
+
+def _dense_pool(k: int, n: int) -> list[torch.Tensor]:
+    return [torch.randn(n, k, dtype=torch.bfloat16, device="cuda") for _ in range(operand_copies(2 * n * k))]
+
+
+def _pct(nbytes: int, ms: float, copy_bw: float) -> float:
+    return 100 * nbytes / (ms / 1e3) / copy_bw
 
 
 def decode_gemv(copy_bw: float) -> list[dict]:
     rows = []
-    for (name, (k, n)), m in itertools.product(PROJECTIONS_7B.items(), (1, 8, 16)):
-        x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
-        dense = torch.randn(n, k, dtype=torch.bfloat16, device="cuda")
-        row = {"projection": name, "k": k, "n": n, "m": m, "bf16_ms": _ms(lambda: F.linear(x, dense))}
-        row["bf16_pct_of_copy_bw"] = 100 * dense.numel() * 2 / (row["bf16_ms"] / 1e3) / copy_bw
-        for scheme, (bits, group) in SCHEMES.items():
-            w = _weights(k, n, bits, group)
-            row[f"{scheme}_ms"] = ms = _ms(lambda: quant_gemv(x, *w))
-            row[f"{scheme}_speedup"] = row["bf16_ms"] / ms
-            row[f"{scheme}_pct_of_copy_bw"] = 100 * _bytes(w) / (ms / 1e3) / copy_bw
-        rows.append(row)
+    for name, (k, n) in PROJECTIONS_7B.items():
+        dense = _dense_pool(k, n)
+        pools = {scheme: _weight_pool(k, n, bits, group) for scheme, (bits, group) in SCHEMES.items()}
+        for m in (1, 8, 16):
+            x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+            ms = graph_ms([functools.partial(F.linear, x, w) for w in dense])
+            row = {"projection": name, "k": k, "n": n, "m": m, "bf16_ms": ms,
+                   "bf16_pct_of_copy_bw": _pct(2 * n * k, ms, copy_bw)}
+            for scheme, pool in pools.items():
+                row[f"{scheme}_ms"] = ms = graph_ms([functools.partial(quant_gemv, x, *w) for w in pool])
+                row[f"{scheme}_speedup"] = row["bf16_ms"] / ms
+                row[f"{scheme}_pct_of_copy_bw"] = _pct(_bytes(pool[0]), ms, copy_bw)
+            rows.append(row)
+        del dense, pools
     for m in (1, 8, 16):  # one decoder layer's four projections
-        layer = [r for r in rows if r["m"] == m and r["projection"] in PROJECTIONS_7B]
+        layer = [r for r in rows if r["m"] == m]
         total = {key: sum(r[key] for r in layer) for key in ("bf16_ms", "w4a16_ms", "w8a16_ms")}
         rows.append({"projection": "layer", "m": m, **total,
                      **{f"{s}_speedup": total["bf16_ms"] / total[f"{s}_ms"] for s in SCHEMES}})
     return rows
 
 
-def prefill_gemm(m: int = 2048) -> list[dict]:
+def _dequantized_matmul(x: torch.Tensor, *weights) -> torch.Tensor:
+    return x @ dequantize(*weights, x.dtype)
+
+
+def prefill_gemm(row_counts=(32, 64, 128, 256, 512, 2048)) -> list[dict]:
+    """At each row count: bf16 cuBLAS, the fused GEMM, and cuBLAS on the dequantized weight (what
+    kernels.quant_linear picks from DEQUANTIZE_MIN_ROWS rows on)."""
     rows = []
     for name, (k, n) in PROJECTIONS_7B.items():
-        x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
-        dense = torch.randn(n, k, dtype=torch.bfloat16, device="cuda")
-        flops = 2 * m * n * k
-        row = {"projection": name, "m": m, "bf16_ms": _ms(lambda: F.linear(x, dense))}
-        for scheme, (bits, group) in SCHEMES.items():
-            w = _weights(k, n, bits, group)
-            row[f"{scheme}_ms"] = _ms(lambda: quant_gemm(x, *w))
-            row[f"{scheme}_unpack_by_loads_ms"] = _ms(lambda: quant_gemm(x, *w, unpack_by_loads=True))
-        rows.append(row | {f"{key[:-3]}_tflops": flops / v / 1e9 for key, v in list(row.items()) if key.endswith("_ms")})
+        dense = _dense_pool(k, n)
+        pools = {scheme: _weight_pool(k, n, bits, group) for scheme, (bits, group) in SCHEMES.items()}
+        for m in row_counts:
+            x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+            row = {"projection": name, "m": m, "bf16_ms": graph_ms([functools.partial(F.linear, x, w) for w in dense])}
+            for scheme, pool in pools.items():
+                row[f"{scheme}_ms"] = graph_ms([functools.partial(quant_gemm, x, *w) for w in pool])
+                row[f"{scheme}_dequantized_ms"] = graph_ms([functools.partial(_dequantized_matmul, x, *w)
+                                                            for w in pool])
+            flops = 2 * m * n * k
+            rows.append(row | {f"{key[:-3]}_tflops": flops / v / 1e9 for key, v in list(row.items())
+                               if key.endswith("_ms")})
+        del dense, pools
     return rows
 
 
+def gemv_configs(k: int, n: int, sms: int) -> list[dict]:
+    """Tiles, warps, and K splits giving 1, 2, 4 or 8 programs per SM."""
+    configs = []
+    for block_n, block_k, warps in itertools.product((32, 64, 128), (64, 128), (4, 8)):
+        programs = triton.cdiv(n, block_n)
+        splits = {max(1, min(triton.cdiv(per_sm * sms, programs), k // block_k)) for per_sm in (1, 2, 4, 8)}
+        configs += [dict(block_n=block_n, block_k=block_k, num_warps=warps, split_k=s) for s in sorted(splits)]
+    return configs
+
+
 def gemv_sweep(copy_bw: float) -> list[dict]:
-    """The W4A16 GEMV's tile sizes, warps and unpacking (split count chosen as in serving), then
-    its split counts at the default tiles; config None is the default."""
+    """The batch-1 GEMV over gemv_configs at every projection (W4A16) and two (W8A16); config None
+    is the default choice."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
-    for (k, n), m in itertools.product(((4096, 4096), (4096, 22016)), (1, 16)):
-        w = _weights(k, n, 4, 128)
-        x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
-        tiles = [(bn, bk, 4) for bn, bk in itertools.product((64, 128, 256) if m == 1 else (32, 64, 128), (64, 128))]
-        tiles += [(128, 64, 8)] if m == 1 else []
-        configs = [None] + [dict(block_n=bn, block_k=bk, num_warps=nw, unpack_by_loads=by_loads)
-                            for (bn, bk, nw), by_loads in itertools.product(tiles, (False, True))] \
-            + [dict(split_k=split) for split in (1, 2, 4, 8, 16, 32)]
-        for config in configs:
-            ms = _ms(lambda: quant_gemv(x, *w, **(config or {})))
-            rows.append({"k": k, "n": n, "m": m, "config": config, "ms": ms,
-                         "pct_of_copy_bw": 100 * _bytes(w) / (ms / 1e3) / copy_bw})
+    cases = [(name, "w4a16") for name in PROJECTIONS_7B] + [("qkv", "w8a16"), ("down", "w8a16")]
+    for name, scheme in cases:
+        (k, n), (bits, group) = PROJECTIONS_7B[name], SCHEMES[scheme]
+        pool = _weight_pool(k, n, bits, group)
+        x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
+        for config in [None] + gemv_configs(k, n, sms):
+            ms = graph_ms([functools.partial(quant_gemv, x, *w, **(config or {})) for w in pool])
+            rows.append({"projection": name, "scheme": scheme, "k": k, "n": n, "config": config, "ms": ms,
+                         "pct_of_copy_bw": _pct(_bytes(pool[0]), ms, copy_bw)})
+        del pool
     return rows
 
 

@@ -48,6 +48,9 @@ def register(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--max-num-seqs", type=int, default=256, help="sequences batched together")
         if name == "latency":
             p.add_argument("--enforce-eager", action="store_true", help="without CUDA graphs")
+        if name == "kernels":
+            p.add_argument("--only", choices=["attention", "quant"],
+                           help="only the attention kernels, or only the quantized-weight ones")
         if name == "profile":
             p.add_argument("--batch", type=int, default=1, help="decode batch size")
         if name == "serve":
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         record["profile"] = profile.run(args.shape, batch=args.batch, **settings)
     else:
         from inference.bench import kernels_bench
-        record["kernels"] = kernels_bench.run(copy_bw)
+        record["kernels"] = kernels_bench.run(copy_bw, only=args.only)
     common.write_json(args.out, record)
     return 0
 

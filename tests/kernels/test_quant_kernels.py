@@ -4,6 +4,7 @@ interpreter on CPU), and the layout's packing against a word-by-word reading of 
 import pytest
 import torch
 
+from kernels.quant_dequantize import dequantize
 from kernels.quant_gemm import quant_gemm
 from kernels.quant_gemv import gemv_splits, quant_gemv
 from kernels.quantized_weights import dequantize_ref, k_tile, quant_linear_ref, unpack_qweight
@@ -46,8 +47,8 @@ def test_gemv_matches_reference(dtype, bits, group, act_order, m):
     case = make_quant_case(k, n, group, bits, act_order=act_order, device=DEVICE)
     x = rand_x(m, k, dtype)
     want = quant_linear_ref(x, *case.args)
-    for split_k, by_loads in ((1, False), (3, False), (3, True)):
-        got = quant_gemv(x, *case.args, split_k=split_k, block_n=32, block_k=32, unpack_by_loads=by_loads)
+    for split_k in (1, 3):
+        got = quant_gemv(x, *case.args, split_k=split_k, block_n=32, block_k=32)
         torch.testing.assert_close(got.float(), want.float(), **TOL[dtype])
 
 
@@ -58,9 +59,16 @@ def test_gemm_matches_reference(dtype, bits, group, act_order):
     k, n, m = 128, 80, 37  # partial row and column tiles
     case = make_quant_case(k, n, group, bits, act_order=act_order, device=DEVICE)
     x = rand_x(m, k, dtype)
-    for by_loads in (False, True):
-        got = quant_gemm(x, *case.args, block_m=16, block_n=32, block_k=32, unpack_by_loads=by_loads)
-        torch.testing.assert_close(got.float(), quant_linear_ref(x, *case.args).float(), **TOL[dtype])
+    got = quant_gemm(x, *case.args, block_m=16, block_n=32, block_k=32)
+    torch.testing.assert_close(got.float(), quant_linear_ref(x, *case.args).float(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("bits,group,act_order", [(4, 32, False), (4, 64, True), (8, 128, False)],
+                         ids=["w4g32", "w4g64-act", "w8-per-channel"])
+def test_dequantize_matches_reference(bits, group, act_order):
+    case = make_quant_case(128, 136, group, bits, act_order=act_order, device=DEVICE)  # 136: a partial block
+    got = dequantize(*case.args, torch.float32)
+    assert torch.equal(got, dequantize_ref(*case.args).t())
 
 
 def test_gemv_reads_rows_through_their_stride():
@@ -73,6 +81,7 @@ def test_gemv_reads_rows_through_their_stride():
 
 def test_tile_and_split_choices():
     assert k_tile(128) == 128 and k_tile(64) == 64 and k_tile(11008) == 128 and k_tile(688) == 16
-    assert gemv_splits(n=4096, k=4096, block_n=128, block_k=64, num_sms=132) == 16  # 32 column blocks
-    assert gemv_splits(n=22016, k=4096, block_n=128, block_k=64, num_sms=132) == 4
-    assert gemv_splits(n=64, k=64, block_n=128, block_k=64, num_sms=132) == 1  # too short to split
+    assert gemv_splits(n=12288, k=4096, block_n=64, block_k=128, num_sms=132) == 6  # 192 column blocks
+    assert gemv_splits(n=4096, k=4096, block_n=64, block_k=128, num_sms=132) == 8  # 8 splits of 4 tiles
+    assert gemv_splits(n=4096, k=11008, block_n=64, block_k=128, num_sms=132) == 17
+    assert gemv_splits(n=64, k=64, block_n=64, block_k=64, num_sms=132) == 1  # too short to split

@@ -8,6 +8,7 @@ from kernels.kv_int8 import quantize_kv_ref
 from kernels.paged_attention import paged_attention_ref
 from kernels.paged_decode_attention import paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention
+from kernels import quant_linear
 from kernels.quant_gemm import quant_gemm
 from kernels.quant_gemv import quant_gemv
 from kernels.quantized_weights import quant_linear_ref
@@ -32,9 +33,9 @@ def case_for(k, n, bits, group, act_order):
 def test_gemv_and_gemm_at_7b_sizes(k, n, bits, group, act_order):
     case = case_for(k, n, bits, group, act_order)
     for kernel, m in [(quant_gemv, 1), (quant_gemv, 8), (quant_gemv, 16), (quant_gemm, 17), (quant_gemm, 300),
-                      (quant_gemm, 2048)]:
+                      (quant_gemm, 2048), (quant_linear, 64), (quant_linear, 300)]:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        assert rel_err(kernel(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, (kernel.__name__, m)
+        assert rel_err(kernel(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, (kernel, m)
 
 
 @pytest.mark.parametrize("kernel,m", [(quant_gemv, 1), (quant_gemv, 16), (quant_gemm, 64)])
