@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from .common import kv_bytes_per_token, random_model_dir, shape_config, weight_bytes_per_step
+from .common import kv_bytes_per_token, random_model_dir, shape_config
 
 POLICIES = ("cache_aware", "round_robin")
 START_SECONDS = 900.0
@@ -27,9 +27,17 @@ def kv_blocks(shape: str, replicas: int, block_size: int = 16, overhead_gib: flo
 
     cfg = shape_config(shape)
     free, _ = torch.cuda.mem_get_info()
-    weights = weight_bytes_per_step(cfg) + 2 * cfg["vocab_size"] * cfg["hidden_size"]  # + the embedding table
+    weights = 2 * _parameters(cfg)  # bf16
     per_replica = (0.9 * free - replicas * (weights + overhead_gib * 2**30)) / replicas
     return int(per_replica // (kv_bytes_per_token(cfg) * block_size))
+
+
+def _parameters(cfg: dict) -> int:
+    """A Llama model's parameters from its config (untied embeddings)."""
+    hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
+    kv = hidden * cfg["num_key_value_heads"] // cfg["num_attention_heads"]
+    layer = hidden * (hidden + 2 * kv) + hidden * hidden + 3 * hidden * inter + 2 * hidden
+    return cfg["num_hidden_layers"] * layer + 2 * cfg["vocab_size"] * hidden + hidden
 
 
 def compare(serve_args: list[str], devices: list[str | None], *, workloads: dict[str, dict], concurrency: int,
