@@ -156,9 +156,12 @@ class EngineConfig:
     quantization: str | None = None  # awq / int8 (inference/quant): random weights of that scheme, or a
     #                                  dense checkpoint rounded to int8 as it loads; None: the checkpoint's own
     kv_cache_dtype: str = "auto"  # auto: the model's dtype; int8: one scale per token and head (kernels/kv_int8.py)
-    speculate: str = "off"  # auto, ngram, suffix: model-free drafts verified in one step (inference/speculative)
+    speculate: str | None = None  # auto, ngram, suffix, off: model-free drafts verified in one step
+    #                               (inference/speculative); None: auto where a table is shipped for
+    #                               this card and shape (speculative/step_tables.py), else off
     num_speculative_tokens: int = 5  # the longest draft a step verifies
-    speculative_step_times: str | Path | None = None  # a `codellama bench verify` record: the cost model's table
+    speculative_step_times: str | Path | None = None  # a `codellama bench verify` record: the cost model's
+    #                                                   table; None: the one shipped for this card and shape
     model_config: ModelConfig = field(init=False, repr=False, compare=False)
     weight_scheme: "QuantScheme | None" = field(init=False, repr=False, compare=False)  # the weights' quantization
 
@@ -183,8 +186,29 @@ class EngineConfig:
             "capabilities": tuple(self.capabilities) if self.capabilities else None,
             "weight_scheme": resolve_scheme(model_dir, self.quantization, self.load_format == "random"),
         }
+        resolved |= self._speculation(model_config, resolved)
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
+
+    def _speculation(self, model_config: ModelConfig, resolved: dict) -> dict:
+        """The speculation mode and its step-time table: a table shipped for this card and shape
+        when none is given and the setting is the one it was measured in (one GPU, bf16 weights
+        and KV cache); no mode given: auto with such a table, else off."""
+        import torch
+
+        from .model_shapes import shape_name
+        from .speculative.step_tables import shipped_step_times
+
+        table = self.speculative_step_times
+        measured_setting = (resolved["device"].startswith("cuda") and resolved["dtype"] == "bfloat16"
+                            and self.tensor_parallel_size == 1 and resolved["weight_scheme"] is None
+                            and self.kv_cache_dtype == "auto")
+        if table is None and self.speculate != "off" and measured_setting:
+            shape = shape_name(model_config.num_layers, model_config.hidden_size, model_config.num_heads,
+                               model_config.num_kv_heads, model_config.intermediate_size)
+            table = shipped_step_times(torch.cuda.get_device_name(resolved["device"]), shape)
+        return {"speculate": self.speculate or ("auto" if table is not None else "off"),
+                "speculative_step_times": table}
 
     def _check_limits(self) -> None:
         if not (1 <= self.block_size <= 128 and self.block_size & (self.block_size - 1) == 0):
@@ -209,7 +233,7 @@ class EngineConfig:
             raise ValueError(f"unknown kv_cache_dtype {self.kv_cache_dtype!r}: use auto or int8")
         from .speculative import check_speculation  # (imports torch: after the checks that need nothing)
 
-        check_speculation(self.speculate, self.num_speculative_tokens)
+        check_speculation(self.speculate or "off", self.num_speculative_tokens)
 
     @property
     def model_dir(self) -> Path:

@@ -50,7 +50,7 @@ def banner(app: Litestar, url: str) -> str:
     serving: ServerState = app.state.serving
     config = serving.front.info.config
     lines = [f"codellama serve: {serving.model_id} ({', '.join(serving.model_info.capabilities)}; weights "
-             f"{config.weights_label}, KV cache {config.kv_cache_label}) at {url}",
+             f"{config.weights_label}, KV cache {config.kv_cache_label}, speculation {config.speculate}) at {url}",
              f"  API    {url}/v1  (OpenAI); {url}/infill  (llama.cpp)",
              f"  docs   {url}/docs"]
     if any(route.path == "/" for route in app.routes):

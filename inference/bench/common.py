@@ -12,15 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ..model_shapes import SHAPES
 from ..model_source import ASSETS
-
-# Code Llama shapes: layers, hidden, heads, kv heads, MLP width
-SHAPES = {
-    "7b": (32, 4096, 32, 32, 11008),
-    "13b": (40, 5120, 40, 40, 13824),
-    "34b": (48, 8192, 64, 8, 22016),
-    "70b": (80, 8192, 64, 8, 28672),
-}
 
 
 def shape_config(shape: str) -> dict:
@@ -42,9 +35,11 @@ def random_model_dir(shape: str) -> Path:
 
 
 def make_engine(shape: str, **kwargs):
+    """A random-weight engine of the shape; speculation off unless asked for (a shipped step-time
+    table would turn it on by default on its card: benchmarks say what they measure)."""
     from ..engine import LLMEngine
 
-    return LLMEngine(random_model_dir(shape), load_format="random", **kwargs)
+    return LLMEngine(random_model_dir(shape), load_format="random", **{"speculate": "off", **kwargs})
 
 
 def copy_bandwidth(gib: float = 2.0) -> float:

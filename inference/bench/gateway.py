@@ -97,7 +97,7 @@ def run(shape: str = "7b", *, requests: int = 1024, file_tokens: int = 3000, con
         raise ValueError(f"two replicas on 1 or 2 GPUs, not {gpus}")
     model_dir = random_model_dir(shape)
     blocks = kv_blocks(shape, replicas=3 - gpus)  # per GPU: two replicas on one, one on each of two
-    serve_args = [str(model_dir), "--load-format", "random", "--num-kv-blocks", str(blocks),
+    serve_args = [str(model_dir), "--load-format", "random", "--num-kv-blocks", str(blocks), "--speculate", "off",
                   "--max-model-len", "8192", "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
     result = compare(serve_args, ["0", "0"] if gpus == 1 else ["0", "1"],
                      workloads=workloads(requests, file_tokens, blocks), concurrency=concurrency,

@@ -56,13 +56,15 @@ def add_engine_options(parser: argparse.ArgumentParser, max_num_seqs: int = 256,
     g.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto",
                    help="int8: the KV cache in int8 with a scale per token and head, about twice the tokens "
                         "(default auto: the model's dtype)")
-    g.add_argument("--speculate", choices=["auto", "ngram", "suffix", "off"], default="off",
+    g.add_argument("--speculate", choices=["auto", "ngram", "suffix", "off"],
                    help="speculative decoding without a draft model: drafts from the sequence's own prompt and "
-                        "output (ngram), from the server's recent outputs (suffix), or both (auto); default off")
+                        "output (ngram), from the server's recent outputs (suffix), or both (auto); default: auto "
+                        "where a step-time table is shipped for this GPU and model shape (an H200 with the 7B "
+                        "shape, bf16), else off")
     g.add_argument("--num-speculative-tokens", type=int, default=5, help="the longest draft a step verifies (default 5)")
     g.add_argument("--speculative-step-times", metavar="FILE",
                    help="`codellama bench verify --out FILE`: measured step times, so that drafts are verified "
-                        "only where they pay")
+                        "only where they pay (default: the table shipped for this GPU and shape, if any)")
 
 
 def engine_kwargs(args: argparse.Namespace, model: str | None) -> dict:

@@ -6,7 +6,10 @@ import json
 
 import pytest
 
+from inference.config import EngineConfig
+from inference.model_shapes import shape_name
 from inference.speculative import Draft, StepTimes, plan
+from inference.speculative.step_tables import shipped_step_times
 
 # made up, shaped like the real thing: batch 1 bound by reading the weights (extra tokens almost
 # free), batch 256 by arithmetic (every extra token costs about what a sequence's token does)
@@ -103,3 +106,20 @@ def test_the_plan_is_the_best_allocation_of_drafted_tokens():
         choices = [range(len(d) + 1) if d is not None else [0] for d in drafts]
         best = max(itertools.product(*choices), key=rate)
         assert rate(plan(drafts, batch_times)) == pytest.approx(rate(best))
+
+
+def test_the_tables_shipped_for_a_card_and_shape_are_found_and_read():
+    path = shipped_step_times("NVIDIA H200", shape_name(32, 4096, 32, 32, 11008))
+    times = StepTimes.load(path, verify_graph_batches=64)
+    assert times.batch_sizes == (1, 8, 64, 256) and times.max_extra == 8
+    assert times.may_pay(1, 5) and times.step_ms(1, 4) < 1.2 * times.step_ms(1, 0)  # batch 1: nearly free
+    assert shipped_step_times("NVIDIA H100 80GB HBM3", "7b") is None
+    assert shape_name(48, 8192, 64, 8, 22016) == "34b" and shape_name(2, 64, 4, 4, 128) is None
+    assert shipped_step_times("NVIDIA H200", None) is None
+
+
+def test_speculation_is_off_by_default_where_no_table_was_measured(tiny_model):
+    cpu = EngineConfig(tiny_model[0], device="cpu")
+    assert cpu.speculate == "off" and cpu.speculative_step_times is None
+    asked = EngineConfig(tiny_model[0], device="cpu", speculate="auto")
+    assert asked.speculate == "auto" and asked.speculative_step_times is None  # drafts kept by MIN_GAIN

@@ -270,3 +270,21 @@ def test_on_the_gpu_verifying_steps_mix_with_cuda_graph_decode_steps(copying_mod
         runner = llm.engine.runner
         assert runner.graphs is not None and runner.verify_graphs is not None and llm.engine.stats.accepted_tokens > 0
         assert (runner.verify_graphs.slot_mapping >= 0).any()  # a verifying step replayed a graph
+
+
+@pytest.mark.gpu
+def test_on_a_card_and_shape_with_a_shipped_table_speculation_is_on_by_default():
+    """(No weights are loaded: the config alone decides.)"""
+    import torch
+
+    from inference.bench.common import random_model_dir
+    from inference.config import EngineConfig
+    from inference.speculative.step_tables import shipped_step_times
+
+    model = random_model_dir("7b")
+    shipped = shipped_step_times(torch.cuda.get_device_name(), "7b")
+    config = EngineConfig(model, load_format="random")
+    assert config.speculative_step_times == shipped and config.speculate == ("auto" if shipped else "off")
+    for other in (dict(kv_cache_dtype="int8"), dict(quantization="awq"), dict(speculate="off")):
+        config = EngineConfig(model, load_format="random", **other)
+        assert config.speculative_step_times is None and config.speculate == "off"

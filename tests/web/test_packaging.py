@@ -1,6 +1,7 @@
 """`pip install .` from a clean copy installs the pages and the default model: the wheel holds
 every module, the top-level templates/ and static/ folders (as web/templates and web/static) and
-inference/assets (the embedded default model), and the installed package finds them there."""
+inference/assets (the embedded default model, the shipped step-time tables), and the installed
+package finds them there."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ def test_the_wheel_carries_the_templates_static_files_and_every_module(tmp_path)
                 for p in (copy / package).rglob("*.py")}
     expected |= {"web/" + str(p.relative_to(copy)) for folder in ("templates", "static")
                  for p in (copy / folder).rglob("*") if p.is_file()}
-    assets = {str(p.relative_to(copy)) for p in (copy / "inference" / "assets").iterdir()}
+    assets = {str(p.relative_to(copy)) for p in (copy / "inference" / "assets").rglob("*") if p.is_file()}
     expected |= assets
     assert expected - names == set()
-    assert {"inference/assets/tokenizer.model", "inference/assets/config.json", "inference/assets/codellama.json"} <= assets
+    assert {"inference/assets/tokenizer.model", "inference/assets/config.json", "inference/assets/codellama.json",
+            "inference/assets/step_times/nvidia-h200-7b.json"} <= assets
     installed = tmp_path / "site"
     wheel.extractall(installed)
     found = subprocess.run([sys.executable, "-c", "from web.assets import asset_dir; "

@@ -59,7 +59,7 @@ def test_the_page_offers_the_model_abilities_with_local_assets(client, app):
         r = client.get(f"/static/{asset}")
         assert r.status_code == 200 and marker in r.text
     assert "pages  http://x/  (playground); http://x/admin" in banner(app, "http://x")
-    assert "; weights float32, KV cache float32) at http://x" in banner(app, "http://x")
+    assert "; weights float32, KV cache float32, speculation off) at http://x" in banner(app, "http://x")
 
 
 def test_abilities_the_model_lacks_are_disabled_with_the_reason(random_model):
