@@ -51,7 +51,8 @@ def compare(serve_args: list[str], devices: list[str | None], *, workloads: dict
     from web.replicas.supervisor import Cluster
 
     def gateway(urls: list[str], policy: str) -> Gateway:
-        return Gateway(urls, "127.0.0.1", free_port("127.0.0.1"), policy, name=f"gateway {policy}", echo=echo)
+        return Gateway(urls, "127.0.0.1", free_port("127.0.0.1"), policy, max_num_seqs=2 * concurrency,
+                       name=f"gateway {policy}", echo=echo)
 
     tokenizer = Tokenizer(tokenizer_path)
     cluster = Cluster([Replica(i, serve_args, d, echo=echo) for i, d in enumerate(devices)])
@@ -100,7 +101,7 @@ def run(shape: str = "7b", *, requests: int = 1024, file_tokens: int = 3000, con
     serve_args = [str(model_dir), "--load-format", "random", "--num-kv-blocks", str(blocks), "--speculate", "off",
                   "--max-model-len", "8192", "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
     result = compare(serve_args, ["0", "0"] if gpus == 1 else ["0", "1"],
-                     workloads=workloads(requests, file_tokens, blocks), concurrency=concurrency,
+                     workloads=workloads(requests, file_tokens, blocks, concurrency), concurrency=concurrency,
                      max_tokens=max_tokens, latency_pairs=latency_pairs, tokenizer_path=model_dir / "tokenizer.model")
     return {"shape": shape, "replicas": 2, "gpus": gpus, "kv_blocks_per_replica": blocks, "block_size": 16,
             "concurrency": concurrency, "max_tokens": max_tokens, **result}
@@ -117,15 +118,22 @@ def run_on_cpu(*, requests: int = 256, file_tokens: int = 600, blocks: int = 384
     model_dir = default_model_dir()
     serve_args = [str(model_dir), "--num-kv-blocks", str(blocks), "--max-model-len", "2048", "--cpu-threads", "1",
                   "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
-    result = compare(serve_args, [None, None], workloads=workloads(requests, file_tokens, blocks),
+    result = compare(serve_args, [None, None], workloads=workloads(requests, file_tokens, blocks, concurrency),
                      concurrency=concurrency, max_tokens=max_tokens, latency_pairs=latency_pairs,
                      tokenizer_path=model_dir / "tokenizer.model")
     return {"model": read_metadata(model_dir)["model_name"], "replicas": 2, "gpus": 0, "kv_blocks_per_replica": blocks,
             "block_size": 16, "concurrency": concurrency, "max_tokens": max_tokens, **result}
 
 
-def workloads(requests: int, file_tokens: int, blocks: int) -> dict[str, dict]:
-    """A few files that fit in either replica's cache, and files for about 1.5 replicas' caches."""
-    cached_files = -(-int(1.5 * blocks * 16) // file_tokens)
+def workloads(requests: int, file_tokens: int, blocks: int, concurrency: int, replicas: int = 2) -> dict[str, dict]:
+    """A few files that fit in either replica's cache, and files for about 1.5 replicas' caches. A
+    cache's room is what the requests running on it leave (concurrency / replicas of them, a file
+    each): files sized by the whole cache would not fit in it under either policy."""
+    room = blocks * 16 - concurrency // replicas * file_tokens
+    if room < 4 * file_tokens:
+        raise ValueError(f"{blocks} KV blocks per replica leave room for fewer than 4 files of {file_tokens} tokens "
+                         f"beside {concurrency // replicas} running requests: lower the concurrency (or, on the CPU, "
+                         f"raise --kv-blocks)")
+    cached_files = -(-int(1.5 * room) // file_tokens)
     return {"few_files": {"files": 8, "file_tokens": file_tokens, "requests": requests},
             "many_files": {"files": cached_files, "file_tokens": file_tokens, "requests": requests}}

@@ -69,6 +69,8 @@ def register(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--gpus", type=int, choices=[0, 1, 2], default=1,
                            help="its two replicas share 1 GPU (half the KV cache each) or take one of 2; 0: two "
                                 "CPU replicas of the embedded default model (hit rates and the gateway's latency)")
+            p.add_argument("--kv-blocks", type=int, default=384,
+                           help="with --gpus 0: each CPU replica's KV blocks (on a GPU: half of what fits)")
         if name == "verify":
             p.add_argument("--edits", action="store_true",
                            help="then the edit workload (bench edits) on the embedded default model on this GPU, "
@@ -95,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         from inference.bench import gateway
         common.write_json(args.out, {"benchmark": "gateway", "device": common.device_record(cuda=False),
                                      "engine": gateway.run_on_cpu(requests=args.num_prompts,
-                                                                  concurrency=args.concurrency)})
+                                                                  concurrency=args.concurrency,
+                                                                  blocks=args.kv_blocks)})
         return 0
     if not torch.cuda.is_available():
         raise ValueError("benchmarks need a CUDA GPU")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from inference.bench.gateway import POLICIES
+from inference.bench.gateway import POLICIES, workloads
 from inference.cli import main
 
 
@@ -26,3 +26,12 @@ def test_the_gateway_benchmark_runs_on_two_cpu_replicas(tmp_path):
             assert len(replicas) == 2 and sum(r["share_of_tokens"] for r in replicas) == pytest.approx(1, abs=1e-3)
     latency = engine["gateway_latency"]
     assert latency["pairs"] > 0 and 0 < latency["direct_p50_ms"] and 0 < latency["gateway_p50_ms"]
+
+
+def test_the_many_files_workload_fits_two_caches_beside_the_running_requests():
+    """1.5 caches' worth of files, a cache being what the requests running on it leave: 16 of
+    32 streams hold 48,000 of a replica's 94,464 slots, so 24 files of 3,000 tokens."""
+    sized = workloads(1024, 3000, 5904, 32)
+    assert sized["many_files"]["files"] == 24 and sized["few_files"]["files"] == 8
+    with pytest.raises(ValueError, match="lower the concurrency"):
+        workloads(256, 600, 384, 32)  # 16 running requests of 600 tokens fill 384 blocks

@@ -58,3 +58,14 @@ def test_the_gateway_checks_one_key():
 def test_impossible_data_parallel_options_are_clear_errors(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_gateway_leaves_out_only_a_replica_as_full_as_its_batch():
+    """smg by default leaves a replica with 8 waiting requests out of cache-aware routing; here
+    prompts wait for their chunked prefill as a matter of course, so the bar is the replicas'
+    own batch limit."""
+    from web.replicas.children import Gateway
+
+    gateway = Gateway(["http://127.0.0.1:1"], "127.0.0.1", 2, "cache_aware", max_num_seqs=48, echo=False)
+    flag = gateway.argv.index("--worker-overload-waiting-requests")
+    assert gateway.argv[flag + 1] == "48"

@@ -135,13 +135,19 @@ class Replica(Child):
 class Gateway(Child):
     """The SGLang Model Gateway (`smg launch`) in front of `worker_urls`; ready once it has
     registered every worker and found each healthy. Its own Prometheus listener goes on a free
-    port of the same host."""
+    port of the same host.
+
+    cache_aware keeps a request on the replica holding its prefix unless that replica looks
+    overloaded. By smg's default a replica with 8 requests waiting is left out; here prompts
+    waiting for their chunked prefill are normal (the queue drains in a few steps), so only a
+    replica with `max_num_seqs` waiting is (BENCHMARKS.md, "Replicas behind the gateway": at 32
+    streams the default undid cache-aware routing)."""
 
     HEALTH_CHECK_SECONDS = 5  # how often it asks each worker's /health; 2 failures mark one unhealthy
 
-    def __init__(self, worker_urls: list[str], host: str, port: int, policy: str, *, api_key: str | None = None,
-                 shutdown_grace: float = 10.0, cors_origins: tuple[str, ...] = (), name: str = "gateway",
-                 echo: bool = True):
+    def __init__(self, worker_urls: list[str], host: str, port: int, policy: str, *, max_num_seqs: int,
+                 api_key: str | None = None, shutdown_grace: float = 10.0, cors_origins: tuple[str, ...] = (),
+                 name: str = "gateway", echo: bool = True):
         if importlib.util.find_spec("smg") is None:
             raise ValueError("--dp runs the SGLang Model Gateway in front of the replicas: "
                              "pip install 'codellama-serve[cluster]'")
@@ -151,7 +157,8 @@ class Gateway(Child):
                 "--host", host, "--port", str(port), "--prometheus-host", host,
                 "--prometheus-port", str(self.metrics_port),
                 "--health-check-interval-secs", str(self.HEALTH_CHECK_SECONDS), "--health-failure-threshold", "2",
-                "--shutdown-grace-period-secs", str(max(1, round(shutdown_grace))), "--log-level", "warn"]
+                "--shutdown-grace-period-secs", str(max(1, round(shutdown_grace))), "--log-level", "warn",
+                "--worker-overload-waiting-requests", str(max_num_seqs)]
         if api_key:  # clients must send it, and the gateway sends it to the workers
             argv += ["--api-key", api_key]
         if cors_origins:

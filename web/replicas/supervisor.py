@@ -85,8 +85,8 @@ def serve_replicas(parser: argparse.ArgumentParser, args: argparse.Namespace, ho
     port = port or free_port(host)  # the gateway takes no port 0
 
     def make_gateway(urls: list[str]) -> Gateway:
-        return Gateway(urls, host, port, args.router_policy or "cache_aware", api_key=key,
-                       shutdown_grace=args.shutdown_grace, cors_origins=tuple(args.cors_origins))
+        return Gateway(urls, host, port, args.router_policy or "cache_aware", max_num_seqs=args.max_num_seqs,
+                       api_key=key, shutdown_grace=args.shutdown_grace, cors_origins=tuple(args.cors_origins))
 
     cluster = Cluster([Replica(i, serve_args, d) for i, d in enumerate(devices)])
     stop = threading.Event()
