@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 from .common import kv_bytes_per_token, random_model_dir, shape_config
 
@@ -40,9 +41,10 @@ def _parameters(cfg: dict) -> int:
     return cfg["num_hidden_layers"] * layer + 2 * cfg["vocab_size"] * hidden + hidden
 
 
-def compare(serve_args: list[str], devices: list[str | None], *, workloads: dict[str, dict], concurrency: int,
-            max_tokens: int, latency_pairs: int, tokenizer_path, echo: bool = False) -> dict:
-    """Start the replicas and one gateway per policy; run every workload under each policy."""
+def compare(model_dir: Path, model_args: list[str], devices: list[str | None], *, blocks: int, requests: int,
+            file_tokens: int, concurrency: int, max_tokens: int, latency_pairs: int, echo: bool = False) -> dict:
+    """Start the replicas (`codellama serve MODEL_DIR` with `model_args` and the flags every run
+    shares) and one gateway per policy; run every workload under each policy."""
     import httpx
 
     from inference.tokenizer import Tokenizer
@@ -54,7 +56,10 @@ def compare(serve_args: list[str], devices: list[str | None], *, workloads: dict
         return Gateway(urls, "127.0.0.1", free_port("127.0.0.1"), policy, max_num_seqs=2 * concurrency,
                        name=f"gateway {policy}", echo=echo)
 
-    tokenizer = Tokenizer(tokenizer_path)
+    sets = workloads(requests, file_tokens, blocks, concurrency)  # (checked before anything starts)
+    serve_args = [str(model_dir), *model_args, "--num-kv-blocks", str(blocks), "--speculate", "off",
+                  "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
+    tokenizer = Tokenizer(model_dir / "tokenizer.model")
     cluster = Cluster([Replica(i, serve_args, d, echo=echo) for i, d in enumerate(devices)])
     gateways: dict[str, Gateway] = {}
     try:
@@ -74,8 +79,10 @@ def compare(serve_args: list[str], devices: list[str | None], *, workloads: dict
             return {**load, "prefix_cache": bench.prefix_cache_use(before, bench.replica_counters(urls))}
 
         warm = bench.file_texts(tokenizer, 4, 256, seed=999)  # kernels and graphs warm on both replicas
-        result = {"warm_up": run_once(gateways["round_robin"].url, warm, 4 * concurrency, 999), "workloads": {}}
-        for w, (name, spec) in enumerate(workloads.items()):
+        result = {"replicas": 2, "kv_blocks_per_replica": blocks, "block_size": 16, "concurrency": concurrency,
+                  "max_tokens": max_tokens,
+                  "warm_up": run_once(gateways["round_robin"].url, warm, 4 * concurrency, 999), "workloads": {}}
+        for w, (name, spec) in enumerate(sets.items()):
             runs = {}
             for p, policy in enumerate(POLICIES):
                 files = bench.file_texts(tokenizer, spec["files"], spec["file_tokens"], seed=100 * w + p)
@@ -98,13 +105,10 @@ def run(shape: str = "7b", *, requests: int = 1024, file_tokens: int = 3000, con
         raise ValueError(f"two replicas on 1 or 2 GPUs, not {gpus}")
     model_dir = random_model_dir(shape)
     blocks = kv_blocks(shape, replicas=3 - gpus)  # per GPU: two replicas on one, one on each of two
-    serve_args = [str(model_dir), "--load-format", "random", "--num-kv-blocks", str(blocks), "--speculate", "off",
-                  "--max-model-len", "8192", "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
-    result = compare(serve_args, ["0", "0"] if gpus == 1 else ["0", "1"],
-                     workloads=workloads(requests, file_tokens, blocks, concurrency), concurrency=concurrency,
-                     max_tokens=max_tokens, latency_pairs=latency_pairs, tokenizer_path=model_dir / "tokenizer.model")
-    return {"shape": shape, "replicas": 2, "gpus": gpus, "kv_blocks_per_replica": blocks, "block_size": 16,
-            "concurrency": concurrency, "max_tokens": max_tokens, **result}
+    result = compare(model_dir, ["--load-format", "random", "--max-model-len", "8192"],
+                     ["0", "0"] if gpus == 1 else ["0", "1"], blocks=blocks, requests=requests, file_tokens=file_tokens,
+                     concurrency=concurrency, max_tokens=max_tokens, latency_pairs=latency_pairs)
+    return {"shape": shape, "gpus": gpus, **result}
 
 
 def run_on_cpu(*, requests: int = 256, file_tokens: int = 600, blocks: int = 384, concurrency: int = 8,
@@ -116,13 +120,10 @@ def run_on_cpu(*, requests: int = 256, file_tokens: int = 600, blocks: int = 384
     from inference.model_info import read_metadata
 
     model_dir = default_model_dir()
-    serve_args = [str(model_dir), "--num-kv-blocks", str(blocks), "--max-model-len", "2048", "--cpu-threads", "1",
-                  "--instance-num", str(2 * concurrency), "--max-queue", "100000"]
-    result = compare(serve_args, [None, None], workloads=workloads(requests, file_tokens, blocks, concurrency),
-                     concurrency=concurrency, max_tokens=max_tokens, latency_pairs=latency_pairs,
-                     tokenizer_path=model_dir / "tokenizer.model")
-    return {"model": read_metadata(model_dir)["model_name"], "replicas": 2, "gpus": 0, "kv_blocks_per_replica": blocks,
-            "block_size": 16, "concurrency": concurrency, "max_tokens": max_tokens, **result}
+    result = compare(model_dir, ["--max-model-len", "2048", "--cpu-threads", "1"], [None, None], blocks=blocks,
+                     requests=requests, file_tokens=file_tokens, concurrency=concurrency, max_tokens=max_tokens,
+                     latency_pairs=latency_pairs)
+    return {"model": read_metadata(model_dir)["model_name"], "gpus": 0, **result}
 
 
 def workloads(requests: int, file_tokens: int, blocks: int, concurrency: int, replicas: int = 2) -> dict[str, dict]:
