@@ -8,7 +8,7 @@ from .paged_attention import paged_attention_ref
 from .paged_decode_attention import MAX_SPLITS, decode_num_splits, paged_decode_attention
 from .paged_prefill_attention import paged_prefill_attention
 from .quant_dequantize import dequantize
-from .quant_gemm import quant_gemm
+from .quant_gemm import BLOCK_N as GEMM_BLOCK_N, quant_gemm
 from .quant_gemv import MAX_ROWS as GEMV_MAX_ROWS, quant_gemv
 from .quantized_weights import quant_linear_ref
 from .rms_norm import rms_norm as _rms_norm_triton, rms_norm_ref
@@ -39,10 +39,11 @@ def quant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
     dequantized weight (the choices `bench kernels` measured fastest on an H200)."""
     if not x.is_cuda:
         return quant_linear_ref(x, qweight, scales, zeros, perm, bits)
-    rows, outputs = x.shape[0], qweight.shape[1]
+    rows = x.shape[0]
     if 1 <= rows <= GEMV_MAX_ROWS:
         return quant_gemv(x, qweight, scales, zeros, perm, bits)
-    if rows < DEQUANTIZE_MIN_ROWS and outputs // 64 >= torch.cuda.get_device_properties(x.device).multi_processor_count:
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    if rows < DEQUANTIZE_MIN_ROWS and qweight.shape[1] // GEMM_BLOCK_N >= sms:  # its column programs fill the GPU
         return quant_gemm(x, qweight, scales, zeros, perm, bits)
     return x @ dequantize(qweight, scales, zeros, perm, bits, x.dtype)
 

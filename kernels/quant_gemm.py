@@ -18,6 +18,8 @@ import triton.language as tl
 
 from .quantized_weights import check_layout, dot_tile_swapped, k_tile
 
+BLOCK_N = 64  # output columns per program
+
 
 @triton.jit
 def _quant_gemm_kernel(
@@ -53,7 +55,7 @@ def _quant_gemm_kernel(
 
 
 def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-               perm: torch.Tensor | None, bits: int, *, block_m: int | None = None, block_n: int = 64,
+               perm: torch.Tensor | None, bits: int, *, block_m: int | None = None, block_n: int = BLOCK_N,
                block_k: int = 64, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """x: [M, K] -> [M, N] in x's dtype; the result of quant_linear_ref."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)

@@ -41,13 +41,14 @@ def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end
              BLOCK_K: tl.constexpr):
     """x[k_start:k_end] @ W'[k_start:k_end, offs_n] for one row x: float32 [BLOCK_N].
 
-    At batch 1 the instructions spent per weight, not the bytes, set the pace (on an H200 4-bit
-    and 8-bit weights take the same time), so each weight costs few: a tile is BLOCK_K / P rows of packed words used as loaded (field j of
-    every word meets inputs P * row + j: nothing reshaped or moved between threads); field j is
-    masked in place, q * 2^s with s = BITS * j (one shift per word first for the upper half, so
-    that 2^s < 2^16), and or-ed into the exponent of 2^23, giving the float 2^23 + q * 2^s exactly;
-    less 2^23, times x * 2^-s (a power of two: exact) it adds q * x. The zero point comes off once
-    per row of the tile (z * the sum of its inputs) and the group's scale once per tile."""
+    At batch 1 the instructions spent per weight, not the bytes, set the pace (on an H200 4-bit and
+    8-bit weights take the same time), so each weight costs few: a tile is BLOCK_K / P rows of
+    packed words used as loaded (field j of every word meets inputs P * row + j: nothing reshaped or
+    moved between threads); field j is masked in place, q * 2^s with s = BITS * j (one shift per
+    word first for the upper half, so that 2^s < 2^16), and or-ed into the exponent of 2^23, giving
+    the float 2^23 + q * 2^s exactly; less 2^23, times x * 2^-s (a power of two: exact) it adds q *
+    x. The zero point comes off once per row of the tile (z * the sum of its inputs) and the group's
+    scale once per tile."""
     PER_WORD: tl.constexpr = 32 // BITS
     HALF: tl.constexpr = PER_WORD // 2  # fields per 16-bit half of a word
     WORDS: tl.constexpr = BLOCK_K // PER_WORD

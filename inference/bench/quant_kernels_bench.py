@@ -1,9 +1,10 @@
-"""The quantized-weight kernels at CodeLlama-7B's projection sizes, each beside bf16 cuBLAS in the
-same process: the GEMV for decode batches of 1, 8 and 16 rows (W4A16 in groups of 128, W8A16 per
-output channel) with the bytes each reads as a share of the copy bandwidth, the fused GEMM and
-cuBLAS on the dequantized weight for 32 to 2,048 rows, and a sweep of the batch-1 GEMV's tiles, warps and K splits. Every time
-is a CUDA-graph replay over copies of the weights too many for L2 (common.graph_ms), as a decode
-step runs them: small kernels timed one launch at a time measure the launch, not the kernel."""
+"""The quantized-weight kernels at CodeLlama-7B's projection sizes, each beside bf16 cuBLAS in the same
+process: the GEMV for decode batches of 1, 8 and 16 rows (W4A16 in groups of 128, W8A16 per output
+channel) with the bytes each reads as a share of the copy bandwidth, the fused GEMM and cuBLAS on
+the dequantized weight for 32 to 2,048 rows, and a sweep of the batch-1 GEMV's tiles, warps and K
+splits. Every time is a CUDA-graph replay over copies of the weights too many for L2
+(common.graph_ms), as a decode step runs them: small kernels timed one launch at a time measure the
+launch, not the kernel."""
 
 from __future__ import annotations
 

@@ -18,6 +18,6 @@ from .speculator import MODES, SequenceDrafting, Speculator, check_speculation
 from .suffix_cache import SuffixCache
 from .verification import Verification, emitted_tokens, verify
 
-__all__ = ["Calibration", "Draft", "DraftPacing", "MODES", "PromptLookup", "SequenceDrafting", "Speculator", "StepTimes",
-           "SuffixCache", "Verification", "check_speculation", "emitted_tokens", "infill_suffix_span", "plan",
-           "verify"]
+__all__ = ["Calibration", "Draft", "DraftPacing", "MODES", "PromptLookup", "SequenceDrafting", "Speculator",
+           "StepTimes", "SuffixCache", "Verification", "check_speculation", "emitted_tokens", "infill_suffix_span",
+           "plan", "verify"]

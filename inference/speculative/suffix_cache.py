@@ -20,11 +20,23 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .draft import SUFFIX, Draft, continuation_confidence
 from .ngram_index import NgramIndex
 
 _SEP = -1  # between stored outputs: no n-gram spans it, no draft crosses it
+
+
+@dataclass(slots=True)
+class _Stored:
+    """One output in the ring: its tokens (context first) at positions start .. stop - 1; the
+    ends from first_end on have an output token after them, so they are what gets indexed."""
+
+    start: int
+    first_end: int
+    stop: int
+    indexed: bool = False
 
 
 class SuffixCache:
@@ -36,9 +48,8 @@ class SuffixCache:
         self._index = NgramIndex(sizes, per_key)
         self._ring: list[int] = [_SEP]
         self._first = 0  # position of _ring[0]; positions only grow
-        # [start, first end to index, stop, indexed] per output, and the newest ones not indexed yet
-        self._outputs: deque[list] = deque()
-        self._unindexed: deque[list] = deque()
+        self._outputs: deque[_Stored] = deque()
+        self._unindexed: deque[_Stored] = deque()  # the newest outputs, not indexed yet
         self.num_tokens = 0  # held, contexts and outputs
 
     @property
@@ -60,10 +71,9 @@ class SuffixCache:
         self._ring.extend(tokens)
         self._ring.append(_SEP)
         stop = start + len(tokens)
-        # the ends whose continuation is an output token, indexed by the next proposal
-        output = [start, max(start, stop - len(output) - 1), stop, False]
-        self._outputs.append(output)
-        self._unindexed.append(output)
+        stored = _Stored(start, max(start, stop - len(output) - 1), stop)  # indexed by the next proposal
+        self._outputs.append(stored)
+        self._unindexed.append(stored)
         self.num_tokens += len(tokens)
         self._evict()
 
@@ -72,16 +82,15 @@ class SuffixCache:
         tokens, in order (the index takes positions in increasing order); older ones of the
         backlog stay unindexed until evicted."""
         newest, budget = [], self.index_backlog
-        for output in reversed(self._unindexed):
+        for stored in reversed(self._unindexed):
             if budget <= 0:
                 break
-            newest.append(output)
-            budget -= output[2] - output[0]
-        for output in reversed(newest):
-            start, first_end, stop, _ = output
-            for end in range(first_end, stop - 1):
-                self._index.add(self._window(max(start, end - self._index.max_n + 1), end), end)
-            output[3] = True
+            newest.append(stored)
+            budget -= stored.stop - stored.start
+        for stored in reversed(newest):
+            for end in range(stored.first_end, stored.stop - 1):
+                self._index.add(self._ngram_window(stored, end), end)
+            stored.indexed = True
         self._unindexed.clear()
 
     def propose(self, context: Sequence[int], max_tokens: int) -> Draft | None:
@@ -109,22 +118,25 @@ class SuffixCache:
     def _position(self, ring_index: int) -> int:
         return self._first + ring_index
 
+    def _ngram_window(self, stored: _Stored, end: int) -> list[int]:
+        """The tokens whose n-grams end at `end`, within `stored`."""
+        return self._window(max(stored.start, end - self._index.max_n + 1), end)
+
     def _window(self, lo: int, end: int) -> list[int]:
         return self._ring[lo - self._first:end + 1 - self._first]
 
     def _evict(self) -> None:
         """Drop the oldest outputs until the rest fit; compact the ring when half of it is dead."""
         while self.num_tokens > self.max_tokens:
-            output = self._outputs.popleft()
-            start, first_end, stop, indexed = output
-            self.num_tokens -= stop - start
-            if not indexed:  # nothing to forget
-                if self._unindexed and self._unindexed[0] is output:
+            stored = self._outputs.popleft()
+            self.num_tokens -= stored.stop - stored.start
+            if not stored.indexed:  # nothing to forget
+                if self._unindexed and self._unindexed[0] is stored:
                     self._unindexed.popleft()
                 continue
-            for end in range(first_end, stop - 1):
-                self._index.forget(self._window(max(start, end - self._index.max_n + 1), end), end)
-        live = (self._outputs[0][0] - 1) if self._outputs else self._position(len(self._ring) - 1)
+            for end in range(stored.first_end, stored.stop - 1):
+                self._index.forget(self._ngram_window(stored, end), end)
+        live = (self._outputs[0].start - 1) if self._outputs else self._position(len(self._ring) - 1)
         self._index.drop_before(live)
         if live - self._first > len(self._ring) // 2:
             del self._ring[:live - self._first]

@@ -20,6 +20,7 @@ def test_quantized_engine_is_described_everywhere(tmp_path):
         page = client.get("/admin").text
         assert '<th scope="row">weights</th><td>gptq-w4g64-act-order</td>' in page
         assert '<th scope="row">kv cache</th><td>int8</td>' in page
-        assert "(completion; weights gptq-w4g64-act-order, KV cache int8, speculation off) at http://x" in banner(app, "http://x")
+        assert ("(completion; weights gptq-w4g64-act-order, KV cache int8, speculation off) at http://x"
+                in banner(app, "http://x"))
         r = client.post("/v1/completions", json={"prompt": "def f(x):", "max_tokens": 5, "temperature": 0})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5
