@@ -16,23 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .quantized_weights import check_layout, dot_tile, k_tile
+from .quant_gemv_packed import _one_row_packed
+from .quantized_weights import check_layout, dot_tile, k_tile, load_tile
 
 MAX_ROWS = 16
-
-
-@triton.jit
-def _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, k_end, offs_n, n_mask, N, PER_WORD: tl.constexpr,
-               GROUP: tl.constexpr, WORDS: tl.constexpr):
-    """The packed words of inputs k0 .. k0 + WORDS * PER_WORD and their group's scales and zeros
-    (nothing read past k_end)."""
-    mask = n_mask & (tl.full(offs_n.shape, k0, tl.int32) < k_end)
-    rows = k0 // PER_WORD + tl.arange(0, WORDS)
-    words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=mask[None, :], other=0)
-    group = k0 // GROUP
-    scale = tl.load(scales_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
-    zero = tl.load(zeros_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
-    return words, scale, zero
 
 
 @triton.jit
@@ -54,11 +41,11 @@ def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end
     WORDS: tl.constexpr = BLOCK_K // PER_WORD
     MASK: tl.constexpr = (1 << BITS) - 1
     acc = tl.zeros([WORDS, BLOCK_N], tl.float32)
-    words, scale, zero = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
+    words, scale, zero = load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
                                     PER_WORD, GROUP, WORDS)
     for k0 in range(k_start, k_end, BLOCK_K):
         # the next tile's loads are in flight while this one is computed
-        ahead = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
+        ahead = load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
                            GROUP, WORDS)
         rows = k0 // PER_WORD + tl.arange(0, WORDS)
         upper = words >> 16  # (its sign-extended bits are never selected)
@@ -89,7 +76,7 @@ def _quant_gemv_kernel(
     out_ptr,  # [M, N] output, or [splits, M, N] float32 partial sums when PARTIAL
     M, N, K, k_per_split, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, ROWS: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr, PACKED: tl.constexpr,
 ):
     split = tl.program_id(1)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -98,7 +85,10 @@ def _quant_gemv_kernel(
     m_mask = offs_m < M
     k_start = split * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
-    if ROWS == 1:
+    if ROWS == 1 and PACKED:
+        acc = _one_row_packed(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask,
+                              N, BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K)[None, :]
+    elif ROWS == 1:
         acc = _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
                        BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K)[None, :]
     else:
@@ -128,6 +118,12 @@ def _sum_splits_kernel(
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def packed_products(x: torch.Tensor) -> bool:
+    """Whether batch 1 takes the packed float16 products of kernels/quant_gemv_packed.py: PTX,
+    so on an NVIDIA GPU only, for 16-bit activations (float32 keeps float32 products)."""
+    return x.is_cuda and torch.version.cuda is not None and x.dtype in (torch.bfloat16, torch.float16)
+
+
 def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int) -> int:
     """Splits of K giving about eight programs per SM, each split keeping at least four K tiles
     (the best of `bench kernels`' sweep on an H200, within 5 %, at every 7B projection)."""
@@ -137,9 +133,10 @@ def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int) -> int
 
 def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, split_k: int | None = None, block_n: int | None = None,
-               block_k: int | None = None, num_warps: int = 4) -> torch.Tensor:
+               block_k: int | None = None, num_warps: int = 4, packed: bool | None = None) -> torch.Tensor:
     """x: [M, K] with M <= 16 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
-    sizes, split count and warps may be given (benchmarks), else they are chosen here."""
+    sizes, split count, warps and batch 1's products (packed: see packed_products) may be given
+    (benchmarks), else they are chosen here."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     k = x.shape[1]
@@ -157,7 +154,7 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
         x, qweight, scales, zeros, perm if perm is not None else qweight, target,
         m, n, k, k_per_split, x.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
-        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, num_warps=num_warps)
+        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, PACKED=packed_products(x) if packed is None else packed, num_warps=num_warps)
     if split_k > 1:
         block = 1024
         _sum_splits_kernel[(triton.cdiv(m * n, block),)](target, out, m * n, SPLITS=split_k, BLOCK=block,

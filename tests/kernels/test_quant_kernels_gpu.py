@@ -10,7 +10,7 @@ from kernels.paged_decode_attention import paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention
 from kernels import quant_linear
 from kernels.quant_gemm import quant_gemm
-from kernels.quant_gemv import quant_gemv
+from kernels.quant_gemv import packed_products, quant_gemv
 from kernels.quantized_weights import quant_linear_ref
 from kernels.rotary import rotary_write_kv, rotary_write_kv_ref
 from tests.kernels.paged_cases import int8_kv, make_case
@@ -36,6 +36,30 @@ def test_gemv_and_gemm_at_7b_sizes(k, n, bits, group, act_order):
                       (quant_gemm, 2048), (quant_linear, 64), (quant_linear, 300)]:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         assert rel_err(kernel(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, (kernel, m)
+
+
+@pytest.mark.parametrize("bits,group", [(4, 128), (8, 4096)], ids=["w4g128", "w8"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("magnitude", [1e-5, 1.0, 100.0])
+def test_batch_one_float16_products_hold_any_input_scale(bits, group, dtype, magnitude):
+    """Batch 1 multiplies in float16 pairs (kernels/quant_gemv_packed.py), whose range is narrow:
+    inputs far below it and far above it keep the reference's accuracy."""
+    case = case_for(4096, 4096, bits, group, False)
+    x = (torch.randn(1, 4096, device="cuda") * magnitude).to(dtype)
+    assert packed_products(x)
+    assert rel_err(quant_gemv(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2
+
+
+@pytest.mark.parametrize("bits,group", [(4, 128), (8, 4096)], ids=["w4g128", "w8"])
+def test_batch_one_float16_products_take_outliers(bits, group):
+    """Inputs of 6e4 (past float16's largest) among ordinary ones neither overflow nor swamp the rest."""
+    case = case_for(4096, 4096, bits, group, False)
+    x = torch.randn(1, 4096, device="cuda")
+    x[0, 5::64] = 6e4
+    x = x.to(torch.bfloat16)
+    got = quant_gemv(x, *case.args)
+    assert torch.isfinite(got).all()
+    assert rel_err(got, quant_linear_ref(x, *case.args)) < 1e-2
 
 
 @pytest.mark.parametrize("kernel,m", [(quant_gemv, 1), (quant_gemv, 16), (quant_gemm, 64)])

@@ -1,0 +1,142 @@
+"""The batch-1 quantized GEMV's inner product in packed half precision, for the GPU.
+
+At batch 1 the instructions spent per weight set the GEMV's pace (kernels/quant_gemv.py). Here two
+weights share each instruction: one `lop3` puts two fields of a word into the mantissas of two
+float16 numbers 1024 + q (float16's unit in the last place at 1024 is 1), one `sub`/`fma` on the
+pair takes the zero point off (q - z, exact), and one `fma.f16x2` multiplies them with a pair of
+inputs — about two instructions per weight where the float32 path spends six.
+
+Float16 spans far fewer powers of two than bfloat16, so each row of a tile (8 or 4 inputs) is
+scaled by a power of two that brings its largest input to [2^h, 2^(h+1)) (h = 8 for 4-bit weights,
+4 for 8-bit: exact, and the 19 to 23 binades below the largest are kept whole), and undone in
+float32 with the group's scale. Each half of a word's float16 sum holds at most four (4-bit) or two
+(8-bit) products below 2^13, so it cannot overflow; it leaves float16 after each word.
+
+PTX inline assembly runs only on an NVIDIA GPU; Triton's interpreter (and so the CPU tests) runs
+the float32 path, and the GPU tests compare this one with the reference.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .quantized_weights import load_tile
+
+# (x_lo, x_hi) float32 -> one register holding float16 (x_lo, x_hi)
+_PAIR = tl.constexpr("cvt.rn.f16x2.f32 $0, $2, $1;")
+
+# one 4-bit word (fields q0..q7; the lower 16 bits hold q0..q3), four input pairs (x0, x4),
+# (x1, x5), (x2, x6), (x3, x7) and the column's zero z as pairs 1024 + z and -(64 + z)
+# -> sum of (q_j - z) * x_j, as float32. Fields 1, 3, 5, 7 sit four bits up: 1024 + 16 q, so
+# they come down by a multiply-add: (1024 + 16 q) / 16 - (64 + z) = q - z (0x2c00 = 1/16).
+_DOT8 = tl.constexpr("""{
+.reg .b32 t, a, b, c, d, k, acc;
+.reg .b16 lo, hi;
+.reg .f32 flo, fhi;
+mov.b32 k, 0x2c002c00;
+lop3.b32 a, $1, 0x000f000f, 0x64006400, 0xea;
+lop3.b32 b, $1, 0x00f000f0, 0x64006400, 0xea;
+shr.u32 t, $1, 8;
+lop3.b32 c, t, 0x000f000f, 0x64006400, 0xea;
+lop3.b32 d, t, 0x00f000f0, 0x64006400, 0xea;
+sub.f16x2 a, a, $6;
+fma.rn.f16x2 b, b, k, $7;
+sub.f16x2 c, c, $6;
+fma.rn.f16x2 d, d, k, $7;
+mul.f16x2 acc, a, $2;
+fma.rn.f16x2 acc, b, $3, acc;
+fma.rn.f16x2 acc, c, $4, acc;
+fma.rn.f16x2 acc, d, $5, acc;
+mov.b32 {lo, hi}, acc;
+cvt.f32.f16 flo, lo;
+cvt.f32.f16 fhi, hi;
+add.f32 $0, flo, fhi;
+}""")
+
+# one 8-bit word (fields q0..q3), input pairs (x0, x2), (x1, x3) and the pair 1024 + z
+# -> sum of (q_j - z) * x_j
+_DOT4 = tl.constexpr("""{
+.reg .b32 t, a, b, acc;
+.reg .b16 lo, hi;
+.reg .f32 flo, fhi;
+lop3.b32 a, $1, 0x00ff00ff, 0x64006400, 0xea;
+shr.u32 t, $1, 8;
+lop3.b32 b, t, 0x00ff00ff, 0x64006400, 0xea;
+sub.f16x2 a, a, $4;
+sub.f16x2 b, b, $4;
+mul.f16x2 acc, a, $2;
+fma.rn.f16x2 acc, b, $3, acc;
+mov.b32 {lo, hi}, acc;
+cvt.f32.f16 flo, lo;
+cvt.f32.f16 fhi, hi;
+add.f32 $0, flo, fhi;
+}""")
+
+
+@triton.jit
+def _pack(lo, hi):
+    """float32 lo, hi -> float16 (lo, hi) in one int32."""
+    return tl.inline_asm_elementwise(_PAIR, "=r,f,f", [lo, hi], dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _input(x_ptr, perm_ptr, inputs, HAS_PERM: tl.constexpr):
+    if HAS_PERM:
+        inputs = tl.load(perm_ptr + inputs)
+    return tl.load(x_ptr + inputs).to(tl.float32)
+
+
+@triton.jit
+def _row_scale(top, HEADROOM: tl.constexpr):
+    """Powers of two (up, down) with top * up in [2^HEADROOM, 2^(HEADROOM + 1)) and up * down = 1,
+    from top's exponent field E (clamped so both stay normal floats; top = 0 gives any)."""
+    e = tl.maximum((top.to(tl.int32, bitcast=True) >> 23) & 0xFF, HEADROOM + 1)
+    up = ((254 + HEADROOM - e) << 23).to(tl.float32, bitcast=True)
+    down = ((e - HEADROOM) << 23).to(tl.float32, bitcast=True)
+    return up, down
+
+
+@triton.jit
+def _one_row_packed(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
+                    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr):
+    """x[k_start:k_end] @ W'[k_start:k_end, offs_n] for one row x: float32 [BLOCK_N], as
+    quant_gemv._one_row computes it, the products in float16 pairs."""
+    PER_WORD: tl.constexpr = 32 // BITS
+    WORDS: tl.constexpr = BLOCK_K // PER_WORD
+    acc = tl.zeros([WORDS, BLOCK_N], tl.float32)
+    words, scale, zero = load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
+                                   PER_WORD, GROUP, WORDS)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        ahead = load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
+                          GROUP, WORDS)
+        first = (k0 // PER_WORD + tl.arange(0, WORDS)) * PER_WORD  # each row's first input
+        x0 = _input(x_ptr, perm_ptr, first + 0, HAS_PERM)
+        x1 = _input(x_ptr, perm_ptr, first + 1, HAS_PERM)
+        x2 = _input(x_ptr, perm_ptr, first + 2, HAS_PERM)
+        x3 = _input(x_ptr, perm_ptr, first + 3, HAS_PERM)
+        z_sub = _pack(1024.0 + zero, 1024.0 + zero)[None, :]
+        if BITS == 4:
+            x4 = _input(x_ptr, perm_ptr, first + 4, HAS_PERM)
+            x5 = _input(x_ptr, perm_ptr, first + 5, HAS_PERM)
+            x6 = _input(x_ptr, perm_ptr, first + 6, HAS_PERM)
+            x7 = _input(x_ptr, perm_ptr, first + 7, HAS_PERM)
+            top = tl.maximum(tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3))),
+                             tl.maximum(tl.maximum(tl.abs(x4), tl.abs(x5)), tl.maximum(tl.abs(x6), tl.abs(x7))))
+            up, down = _row_scale(top, 8)
+            z_fma = _pack(-64.0 - zero, -64.0 - zero)[None, :]
+            tile = tl.inline_asm_elementwise(
+                _DOT8, "=f,r,r,r,r,r,r,r",
+                [words, _pack(x0 * up, x4 * up)[:, None], _pack(x1 * up, x5 * up)[:, None],
+                 _pack(x2 * up, x6 * up)[:, None], _pack(x3 * up, x7 * up)[:, None], z_sub, z_fma],
+                dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            top = tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3)))
+            up, down = _row_scale(top, 4)
+            tile = tl.inline_asm_elementwise(
+                _DOT4, "=f,r,r,r,r", [words, _pack(x0 * up, x2 * up)[:, None], _pack(x1 * up, x3 * up)[:, None], z_sub],
+                dtype=tl.float32, is_pure=True, pack=1)
+        acc += tile * (down[:, None] * scale[None, :])
+        words, scale, zero = ahead
+    return tl.sum(acc, axis=0)
