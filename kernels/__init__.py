@@ -33,15 +33,16 @@ DEQUANTIZE_MIN_ROWS = 128  # from here on cuBLAS on the dequantized weight beats
 
 
 def quant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-                 perm: torch.Tensor | None, bits: int) -> torch.Tensor:
-    """x @ W.T for quantized W (kernels/quantized_weights.py): the GEMV for decode-sized inputs,
-    the fused GEMM for mid-sized ones with outputs enough to fill the GPU, else a matmul on the
-    dequantized weight (the choices `bench kernels` measured fastest on an H200)."""
+                 perm: torch.Tensor | None, bits: int, split_counters: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ W.T for quantized W (kernels/quantized_weights.py): the GEMV for decode-sized inputs
+    (split_counters: see quant_gemv), the fused GEMM for mid-sized ones with outputs enough to fill
+    the GPU, else a matmul on the dequantized weight (the choices `bench kernels` measured fastest
+    on an H200)."""
     if not x.is_cuda:
         return quant_linear_ref(x, qweight, scales, zeros, perm, bits)
     rows = x.shape[0]
     if 1 <= rows <= GEMV_MAX_ROWS:
-        return quant_gemv(x, qweight, scales, zeros, perm, bits)
+        return quant_gemv(x, qweight, scales, zeros, perm, bits, split_counters=split_counters)
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count
     if rows < DEQUANTIZE_MIN_ROWS and qweight.shape[1] // GEMM_BLOCK_N >= sms:  # its column programs fill the GPU
         return quant_gemm(x, qweight, scales, zeros, perm, bits)

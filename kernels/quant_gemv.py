@@ -4,10 +4,12 @@ in the layout of kernels/quantized_weights.py (4- or 8-bit integers, scales and 
 A decode step reads every weight once, so this kernel is about streaming qweight at the card's
 bandwidth. Program (column block, K split) dequantizes its weight tiles in registers and
 multiplies them with the rows of x. Split-K gives a layer whose N alone cannot fill the GPU
-enough programs; the splits' float32 partial sums are then added by a second kernel in a fixed
-order, so a result does not depend on scheduling. One row (batch 1) uses float32 multiply-adds on
-the words as loaded (_one_row); 2..16 rows use tl.dot with the rows padded to 16. Shapes are fixed
-for a given M, so both launches can be captured in a CUDA graph.
+enough programs; each split stores its float32 partial sums and counts itself done, and the last
+of a column block to finish adds them all in split order (one launch, not a second kernel's: the
+result does not depend on which finished last). One row (batch 1) multiplies in packed float16 on
+the GPU (quant_gemv_packed.py) and in float32 on the words as loaded elsewhere (_one_row); 2..16
+rows use tl.dot with the rows padded to 16. Shapes are fixed for a given M, so the launch can be
+captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ def _quant_gemv_kernel(
     scales_ptr,  # [K / GROUP, N]
     zeros_ptr,  # [K / GROUP, N]
     perm_ptr,  # [K] int32: the input channel of each weight row (read when HAS_PERM)
-    out_ptr,  # [M, N] output, or [splits, M, N] float32 partial sums when PARTIAL
+    out_ptr,  # [M, N] output
+    part_ptr,  # [splits, M, N] float32 partial sums (when PARTIAL)
+    done_ptr,  # [column blocks] int32 splits finished, zero between launches (when PARTIAL)
     M, N, K, k_per_split, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr, PACKED: tl.constexpr,
@@ -97,25 +101,20 @@ def _quant_gemv_kernel(
             acc = dot_tile(acc, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0,
                            offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
     mask = m_mask[:, None] & n_mask[None, :]
+    out = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     if PARTIAL:
-        tl.store(out_ptr + (split * M + offs_m[:, None]) * N + offs_n[None, :], acc, mask=mask)
+        part = part_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(part + split * M * N, acc, mask=mask)
+        tl.debug_barrier()  # all of this program's partial sums are stored before it counts itself done
+        done = tl.atomic_add(done_ptr + tl.program_id(0), 1, sem="acq_rel", scope="gpu")
+        if done == tl.num_programs(1) - 1:  # the last split to finish adds all, in split order
+            acc = tl.zeros([ROWS, BLOCK_N], tl.float32)
+            for s in range(0, tl.num_programs(1)):
+                acc += tl.load(part + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_xchg(done_ptr + tl.program_id(0), 0, sem="relaxed")  # ready for the next launch
     else:
-        tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _sum_splits_kernel(
-    part_ptr,  # [SPLITS, M * N] float32 partial sums
-    out_ptr,  # [M * N] output
-    size,  # M * N
-    SPLITS: tl.constexpr, BLOCK: tl.constexpr,
-):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < size
-    acc = tl.zeros([BLOCK], tl.float32)
-    for s in tl.static_range(SPLITS):
-        acc += tl.load(part_ptr + s * size + offs, mask=mask, other=0.0)
-    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def packed_products(x: torch.Tensor) -> bool:
@@ -133,10 +132,13 @@ def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int) -> int
 
 def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, split_k: int | None = None, block_n: int | None = None,
-               block_k: int | None = None, num_warps: int = 4, packed: bool | None = None) -> torch.Tensor:
+               block_k: int | None = None, num_warps: int = 4, packed: bool | None = None,
+               split_counters: torch.Tensor | None = None) -> torch.Tensor:
     """x: [M, K] with M <= 16 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
     sizes, split count, warps and batch 1's products (packed: see packed_products) may be given
-    (benchmarks), else they are chosen here."""
+    (benchmarks), else they are chosen here. split_counters: int32 zeros, at least N / 16 of them,
+    that the kernel leaves zero (a projection keeps its own, so a CUDA graph needs no memset);
+    allocated here when not given."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     k = x.shape[1]
@@ -149,14 +151,18 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     k_per_split = triton.cdiv(triton.cdiv(k, block_k), split_k) * block_k
     split_k = triton.cdiv(k, k_per_split)  # no empty split
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    target = out if split_k == 1 else torch.empty(split_k, m, n, dtype=torch.float32, device=x.device)
-    _quant_gemv_kernel[(triton.cdiv(n, block_n), split_k)](
-        x, qweight, scales, zeros, perm if perm is not None else qweight, target,
+    blocks = triton.cdiv(n, block_n)
+    if split_k > 1:
+        parts = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device)
+        if split_counters is None:
+            split_counters = torch.zeros(blocks, dtype=torch.int32, device=x.device)
+        assert split_counters.dtype == torch.int32 and split_counters.numel() >= blocks
+    else:
+        parts = split_counters = out  # not read
+    _quant_gemv_kernel[(blocks, split_k)](
+        x, qweight, scales, zeros, perm if perm is not None else qweight, out, parts, split_counters,
         m, n, k, k_per_split, x.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
-        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, PACKED=packed_products(x) if packed is None else packed, num_warps=num_warps)
-    if split_k > 1:
-        block = 1024
-        _sum_splits_kernel[(triton.cdiv(m * n, block),)](target, out, m * n, SPLITS=split_k, BLOCK=block,
-                                                         num_warps=4)
+        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32,
+        PACKED=packed_products(x) if packed is None else packed, num_warps=num_warps)
     return out

@@ -48,6 +48,11 @@ def _dense_pool(k: int, n: int) -> list[torch.Tensor]:
     return [torch.randn(n, k, dtype=torch.bfloat16, device="cuda") for _ in range(operand_copies(2 * n * k))]
 
 
+def _counters(n: int) -> torch.Tensor:
+    """The GEMV's split counters, as a projection keeps them (quant_gemv's split_counters)."""
+    return torch.zeros(triton.cdiv(n, 16), dtype=torch.int32, device="cuda")
+
+
 def _pct(nbytes: int, ms: float, copy_bw: float) -> float:
     return 100 * nbytes / (ms / 1e3) / copy_bw
 
@@ -57,18 +62,19 @@ def decode_gemv(copy_bw: float) -> list[dict]:
     for name, (k, n) in PROJECTIONS_7B.items():
         dense = _dense_pool(k, n)
         pools = {scheme: _weight_pool(k, n, bits, group) for scheme, (bits, group) in SCHEMES.items()}
+        gemv = functools.partial(quant_gemv, split_counters=_counters(n))
         for m in (1, 8, 16):
             x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
             ms = graph_ms([functools.partial(F.linear, x, w) for w in dense])
             row = {"projection": name, "k": k, "n": n, "m": m, "bf16_ms": ms,
                    "bf16_pct_of_copy_bw": _pct(2 * n * k, ms, copy_bw)}
             for scheme, pool in pools.items():
-                row[f"{scheme}_ms"] = ms = graph_ms([functools.partial(quant_gemv, x, *w) for w in pool])
+                row[f"{scheme}_ms"] = ms = graph_ms([functools.partial(gemv, x, *w) for w in pool])
                 row[f"{scheme}_speedup"] = row["bf16_ms"] / ms
                 row[f"{scheme}_pct_of_copy_bw"] = _pct(_bytes(pool[0]), ms, copy_bw)
                 if m == 1:  # beside float32 products, which batch 1 took before packed ones
                     row[f"{scheme}_float32_products_ms"] = graph_ms(
-                        [functools.partial(quant_gemv, x, *w, packed=False) for w in pool])
+                        [functools.partial(gemv, x, *w, packed=False) for w in pool])
             rows.append(row)
         del dense, pools
     for m in (1, 8, 16):  # one decoder layer's four projections
@@ -124,8 +130,9 @@ def gemv_sweep(copy_bw: float) -> list[dict]:
         (k, n), (bits, group) = PROJECTIONS_7B[name], SCHEMES[scheme]
         pool = _weight_pool(k, n, bits, group)
         x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
+        gemv = functools.partial(quant_gemv, split_counters=_counters(n))
         for config in [None] + gemv_configs(k, n, sms):
-            ms = graph_ms([functools.partial(quant_gemv, x, *w, **(config or {})) for w in pool])
+            ms = graph_ms([functools.partial(gemv, x, *w, **(config or {})) for w in pool])
             rows.append({"projection": name, "scheme": scheme, "k": k, "n": n, "config": config, "ms": ms,
                          "pct_of_copy_bw": _pct(_bytes(pool[0]), ms, copy_bw)})
         del pool

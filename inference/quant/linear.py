@@ -31,6 +31,10 @@ class QuantizedLinear(nn.Module):
         self.scales = param(in_features // group, out_features, dtype=SCALE_DTYPE)
         self.zeros = param(in_features // group, out_features, dtype=SCALE_DTYPE)
         self.perm = param(in_features, dtype=torch.int32) if scheme.act_order else None
+        # the GEMV's split-K counters (kernels/quant_gemv.py): zero between launches, kept here so
+        # that a captured decode step needs no memset
+        self.register_buffer("split_counters", torch.zeros(-(-out_features // 16), dtype=torch.int32, device=device),
+                             persistent=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -38,7 +42,7 @@ class QuantizedLinear(nn.Module):
         return self.out_features, self.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return kernels.quant_linear(x, self.qweight, self.scales, self.zeros, self.perm, self.bits)
+        return kernels.quant_linear(x, self.qweight, self.scales, self.zeros, self.perm, self.bits, self.split_counters)
 
     @torch.no_grad()
     def fill_random(self, generator: torch.Generator, std: float) -> None:

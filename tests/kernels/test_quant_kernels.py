@@ -52,6 +52,19 @@ def test_gemv_matches_reference(dtype, bits, group, act_order, m):
         torch.testing.assert_close(got.float(), want.float(), **TOL[dtype])
 
 
+def test_gemv_split_counters_are_left_zero_for_the_next_launch():
+    """The last split of a column block adds the partial sums and resets its counter: a projection
+    reuses its counters every step (a stale count would leave the output unwritten)."""
+    case = make_quant_case(128, 72, 32, device=DEVICE)
+    x = rand_x(1, 128, torch.float32)
+    counters = torch.zeros(8, dtype=torch.int32, device=DEVICE)
+    first = quant_gemv(x, *case.args, split_k=4, block_n=32, block_k=32, split_counters=counters)
+    assert not counters.any()
+    again = quant_gemv(x, *case.args, split_k=4, block_n=32, block_k=32, split_counters=counters)
+    assert torch.equal(first, again)
+    torch.testing.assert_close(first, quant_linear_ref(x, *case.args), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("bits,group,act_order", [(4, 64, False), (4, 32, True), (8, 64, False)],
                          ids=["w4g64", "w4g32-act", "w8g64"])
