@@ -5,6 +5,12 @@ query head that shares KV head h (GQA) and its share of the context, reading the
 block by block through the block table; it keeps a running max and sum (online softmax). With
 several splits, a second kernel merges the partial results, so a long context at a small batch
 still spreads over the whole GPU.
+
+An int8 cache with one query head per KV head (7B, 13B) runs on CUDA cores (CUDA_CORES) instead
+of tl.dot: the MMA would pad the single query row to 16 rows and first move the int8 tile through
+shared memory into its operand layout, which cost more instructions than the bytes saved. There
+each thread turns its codes to float32 in registers and keeps one partial output row per key of
+the tile, summed over the keys once per split.
 """
 
 from __future__ import annotations
@@ -16,6 +22,30 @@ import triton.language as tl
 from .kv_int8 import check_kv_scales
 
 _LOG2E = 1.4426950408889634
+
+
+# four int8 codes (one register) -> the float32 bits of 2^23 + 128 + c each: the codes offset to
+# unsigned bytes (one xor for four) and each placed under 2^23's exponent (one prmt)
+_CODES_UNDER_2_23 = tl.constexpr("""{
+.reg .b32 u;
+xor.b32 u, $4, 0x80808080;
+prmt.b32 $0, u, 0x4b000000, 0x7540;
+prmt.b32 $1, u, 0x4b000000, 0x7541;
+prmt.b32 $2, u, 0x4b000000, 0x7542;
+prmt.b32 $3, u, 0x4b000000, 0x7543;
+}""")
+
+
+@triton.jit
+def _int8_to_f32(codes, ASM: tl.constexpr):
+    # 2^23 + 128 + c as float32 bits, minus 2^23 + 128: exact, without the slow I2F conversion unit;
+    # ASM (an NVIDIA GPU) builds the bits from four packed codes at once
+    if ASM:
+        bits = tl.inline_asm_elementwise(_CODES_UNDER_2_23, "=r,=r,=r,=r,r", [codes], dtype=tl.int32, is_pure=True,
+                                         pack=4)
+    else:
+        bits = codes.to(tl.int32) + 0x4B000080
+    return bits.to(tl.float32, bitcast=True) - 8388736.0
 
 
 @triton.jit(do_not_specialize=["stride_bt"])  # the block-table width changes every step
@@ -34,7 +64,8 @@ def _decode_kernel(
     stride_qb, stride_qh, stride_ob, stride_oh, stride_bt,
     HK: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     D: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLITS: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr,
+    SPLITS: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr, CUDA_CORES: tl.constexpr,
+    ASM: tl.constexpr,  # PTX inline assembly allowed (an NVIDIA GPU)
 ):
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1)
@@ -51,10 +82,13 @@ def _decode_kernel(
     dmask = d < D
     q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=gmask[:, None] & dmask[None, :], other=0.0)
+    if CUDA_CORES:
+        q = q.to(tl.float32)
 
     m = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_G], tl.float32)
-    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    # on CUDA cores a row per key, so that no tile needs a sum across threads
+    acc = tl.zeros([BLOCK_N if CUDA_CORES else BLOCK_G, BLOCK_D], tl.float32)
     for n0 in range(start, end, BLOCK_N):
         t = n0 + tl.arange(0, BLOCK_N)
         tmask = t < end
@@ -63,30 +97,52 @@ def _decode_kernel(
         rows = slots * (HK * D) + kvh * D
         kv_mask = tmask[:, None] & dmask[None, :]
         k = tl.load(k_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if KV_INT8:  # whole numbers, exact in q's dtype; each key's scale multiplies its score
-            k = k.to(q.dtype)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        if CUDA_CORES:  # laid out [1, BLOCK_N] as the dot's
+            s = tl.trans(tl.sum(q * _int8_to_f32(k, ASM), axis=1, keep_dims=True))
         else:
-            s = tl.dot(q, tl.trans(k))
+            if KV_INT8:  # whole numbers, exact in q's dtype; each key's scale multiplies its score
+                k = k.to(q.dtype)
+            if IEEE:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee")
+            else:
+                s = tl.dot(q, tl.trans(k))
         if KV_INT8:
             s = s * tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        alpha = tl.exp2(m - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l = l * alpha + tl.sum(p, axis=1)
+        m_tile = tl.max(s, axis=1)
+        if CUDA_CORES:
+            # the running max moves only when a score passes it by 8 (log2: every p stays <= 256), so
+            # most tiles skip rescaling the [BLOCK_N, D] accumulator
+            if tl.max(m_tile - m, axis=0) > 8.0:
+                m_new = tl.maximum(m, m_tile)
+                alpha = tl.exp2(m - m_new)
+                acc = acc * alpha[:, None]
+                l = l * alpha
+                m = m_new
+            p = tl.exp2(s - m[:, None])
+            l = l + tl.sum(p, axis=1)
+        else:
+            m_new = tl.maximum(m, m_tile)
+            alpha = tl.exp2(m - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l = l * alpha + tl.sum(p, axis=1)
         v = tl.load(v_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
         if KV_INT8:  # each value's scale goes with its probability
-            v = v.to(q.dtype)
             pv = p * tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         else:
             pv = p
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v, input_precision="ieee")
+        if CUDA_CORES:
+            acc += tl.trans(pv) * _int8_to_f32(v, ASM)
         else:
-            acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v)
-        m = m_new
+            if KV_INT8:
+                v = v.to(q.dtype)
+            if IEEE:
+                acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v)
+            m = m_new
+    if CUDA_CORES:
+        acc = tl.sum(acc, axis=0, keep_dims=True)
 
     out_mask = gmask[:, None] & dmask[None, :]
     if SPLITS == 1:
@@ -143,7 +199,8 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     """q: [B, Hq, D]; caches: [num_blocks, page, Hk, D] (int8 ones with their scales
     [num_blocks, page, Hk], see kv_int8.py); returns [B, Hq, D]. num_splits is a power of two
     fixed by the caller (fixed per CUDA-graph batch size), and the context is cut into that many
-    parts at run time. block_n (keys per tile) and num_stages may be given (benchmarks)."""
+    parts at run time. block_n (keys per tile) and num_stages may be given (benchmarks); num_stages
+    changes nothing on CUDA cores, where no load goes through shared memory."""
     batch, hq, dim = q.shape
     _, page, hk, _ = k_cache.shape
     assert k_cache.is_contiguous() and v_cache.is_contiguous() and q.stride(2) == 1
@@ -153,6 +210,8 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     if batch == 0:
         return out
     group = hq // hk
+    cuda_cores = kv_int8 and group == 1  # see the module docstring
+    # 64 keys and 4 warps also suit CUDA_CORES: fewest instructions per key within 128 registers
     block_n = block_n or max(page, 64 if dim <= 128 else 32)
     parts = (torch.empty(batch, hq, num_splits, dim, dtype=torch.float32, device=q.device),
              torch.empty(batch, hq, num_splits, 2, dtype=torch.float32, device=q.device)) \
@@ -161,9 +220,10 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         q, k_cache, v_cache, k_scales if kv_int8 else k_cache, v_scales if kv_int8 else v_cache, block_tables,
         context_lens, out, parts[0], parts[1], scale * _LOG2E,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
-        HK=hk, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), D=dim,
+        HK=hk, GROUP=group, BLOCK_G=1 if cuda_cores else max(16, triton.next_power_of_2(group)), D=dim,
         BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
-        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, num_warps=4, num_stages=num_stages)
+        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores,
+        ASM=q.is_cuda and torch.version.cuda is not None, num_warps=4, num_stages=num_stages)
     if num_splits > 1:
         _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
                                      BLOCK_D=triton.next_power_of_2(dim), SPLITS=num_splits, num_warps=4)

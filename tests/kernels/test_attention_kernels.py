@@ -65,12 +65,16 @@ def test_split_count_fills_the_gpu_without_empty_tiles():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("splits", [1, 2])
-def test_decode_over_an_int8_cache_matches_reference(dtype, splits):
-    context = [1, 16, 17, 70]
-    case = int8_kv(make_case([1] * len(context), context, heads=8, kv_heads=2, dim=32, dtype=dtype, device=DEVICE))
+@pytest.mark.parametrize("heads,kv_heads", [(8, 2), (4, 4)], ids=["gqa4-mma", "mha-cuda-cores"])
+@pytest.mark.parametrize("splits", [1, 2, 4])
+def test_decode_over_an_int8_cache_matches_reference(dtype, heads, kv_heads, splits):
+    # a padding row (0) and 200 keys: several 64-key tiles per split, the last one partial
+    context = [1, 16, 17, 70, 0, 200]
+    case = int8_kv(make_case([1] * len(context), context, heads=heads, kv_heads=kv_heads, dim=32, dtype=dtype,
+                             device=DEVICE))
     got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
                                  case.scale, num_splits=splits, k_scales=case.k_scales, v_scales=case.v_scales)
+    assert (got[4] == 0).all()
     torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
 
 
