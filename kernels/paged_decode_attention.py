@@ -24,28 +24,10 @@ from .kv_int8 import check_kv_scales
 _LOG2E = 1.4426950408889634
 
 
-# four int8 codes (one register) -> the float32 bits of 2^23 + 128 + c each: the codes offset to
-# unsigned bytes (one xor for four) and each placed under 2^23's exponent (one prmt)
-_CODES_UNDER_2_23 = tl.constexpr("""{
-.reg .b32 u;
-xor.b32 u, $4, 0x80808080;
-prmt.b32 $0, u, 0x4b000000, 0x7540;
-prmt.b32 $1, u, 0x4b000000, 0x7541;
-prmt.b32 $2, u, 0x4b000000, 0x7542;
-prmt.b32 $3, u, 0x4b000000, 0x7543;
-}""")
-
-
 @triton.jit
-def _int8_to_f32(codes, ASM: tl.constexpr):
-    # 2^23 + 128 + c as float32 bits, minus 2^23 + 128: exact, without the slow I2F conversion unit;
-    # ASM (an NVIDIA GPU) builds the bits from four packed codes at once
-    if ASM:
-        bits = tl.inline_asm_elementwise(_CODES_UNDER_2_23, "=r,=r,=r,=r,r", [codes], dtype=tl.int32, is_pure=True,
-                                         pack=4)
-    else:
-        bits = codes.to(tl.int32) + 0x4B000080
-    return bits.to(tl.float32, bitcast=True) - 8388736.0
+def _int8_to_f32(codes):
+    # 2^23 + 128 + c as float32 bits, minus 2^23 + 128: exact, without the slow I2F conversion unit
+    return (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
 
 
 @triton.jit(do_not_specialize=["stride_bt"])  # the block-table width changes every step
@@ -65,7 +47,6 @@ def _decode_kernel(
     HK: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     D: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
     SPLITS: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr, CUDA_CORES: tl.constexpr,
-    ASM: tl.constexpr,  # PTX inline assembly allowed (an NVIDIA GPU)
 ):
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1)
@@ -98,7 +79,7 @@ def _decode_kernel(
         kv_mask = tmask[:, None] & dmask[None, :]
         k = tl.load(k_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
         if CUDA_CORES:  # laid out [1, BLOCK_N] as the dot's
-            s = tl.trans(tl.sum(q * _int8_to_f32(k, ASM), axis=1, keep_dims=True))
+            s = tl.trans(tl.sum(q * _int8_to_f32(k), axis=1, keep_dims=True))
         else:
             if KV_INT8:  # whole numbers, exact in q's dtype; each key's scale multiplies its score
                 k = k.to(q.dtype)
@@ -109,30 +90,17 @@ def _decode_kernel(
         if KV_INT8:
             s = s * tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
-        m_tile = tl.max(s, axis=1)
-        if CUDA_CORES:
-            # the running max moves only when a score passes it by 8 (log2: every p stays <= 256), so
-            # most tiles skip rescaling the [BLOCK_N, D] accumulator
-            if tl.max(m_tile - m, axis=0) > 8.0:
-                m_new = tl.maximum(m, m_tile)
-                alpha = tl.exp2(m - m_new)
-                acc = acc * alpha[:, None]
-                l = l * alpha
-                m = m_new
-            p = tl.exp2(s - m[:, None])
-            l = l + tl.sum(p, axis=1)
-        else:
-            m_new = tl.maximum(m, m_tile)
-            alpha = tl.exp2(m - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l = l * alpha + tl.sum(p, axis=1)
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, axis=1)
         v = tl.load(v_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
         if KV_INT8:  # each value's scale goes with its probability
             pv = p * tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         else:
             pv = p
         if CUDA_CORES:
-            acc += tl.trans(pv) * _int8_to_f32(v, ASM)
+            acc = acc * alpha[:, None] + tl.trans(pv) * _int8_to_f32(v)
         else:
             if KV_INT8:
                 v = v.to(q.dtype)
@@ -140,7 +108,7 @@ def _decode_kernel(
                 acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v, input_precision="ieee")
             else:
                 acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v)
-            m = m_new
+        m = m_new
     if CUDA_CORES:
         acc = tl.sum(acc, axis=0, keep_dims=True)
 
@@ -222,8 +190,8 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HK=hk, GROUP=group, BLOCK_G=1 if cuda_cores else max(16, triton.next_power_of_2(group)), D=dim,
         BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
-        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores,
-        ASM=q.is_cuda and torch.version.cuda is not None, num_warps=4, num_stages=num_stages)
+        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores, num_warps=4,
+        num_stages=num_stages)
     if num_splits > 1:
         _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
                                      BLOCK_D=triton.next_power_of_2(dim), SPLITS=num_splits, num_warps=4)
