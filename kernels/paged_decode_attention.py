@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention_tiles import dot_keys, dot_values
 from .kv_int8 import check_kv_scales
 
 _LOG2E = 1.4426950408889634
@@ -81,13 +82,8 @@ def _decode_kernel(
         if CUDA_CORES:  # laid out [1, BLOCK_N] as the dot's
             s = tl.trans(tl.sum(q * _int8_to_f32(k), axis=1, keep_dims=True))
         else:
-            if KV_INT8:  # whole numbers, exact in q's dtype; each key's scale multiplies its score
-                k = k.to(q.dtype)
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee")
-            else:
-                s = tl.dot(q, tl.trans(k))
-        if KV_INT8:
+            s = dot_keys(q, k, IEEE)
+        if KV_INT8:  # each key's scale multiplies its score
             s = s * tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
@@ -102,12 +98,7 @@ def _decode_kernel(
         if CUDA_CORES:
             acc = acc * alpha[:, None] + tl.trans(pv) * _int8_to_f32(v)
         else:
-            if KV_INT8:
-                v = v.to(q.dtype)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v)
+            acc = acc * alpha[:, None] + dot_values(pv, v, q.dtype, IEEE)
         m = m_new
     if CUDA_CORES:
         acc = tl.sum(acc, axis=0, keep_dims=True)

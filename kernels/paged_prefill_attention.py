@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention_tiles import dot_keys, dot_values
 from .kv_int8 import check_kv_scales
 
 _LOG2E = 1.4426950408889634
@@ -64,13 +65,8 @@ def _prefill_kernel(
         kv_rows = slots * (HK * D) + kvh * D
         kv_mask = tmask[:, None] & dmask[None, :]
         k = tl.load(k_cache_ptr + kv_rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if KV_INT8:  # whole numbers, exact in q's dtype; each key's scale multiplies its score
-            k = k.to(q.dtype)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        if KV_INT8:
+        s = dot_keys(q, k, IEEE)
+        if KV_INT8:  # each key's scale multiplies its score
             s = s * tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         visible = (t[None, :] <= pos[:, None]) & tmask[None, :]
         s = tl.where(visible, s * qk_scale, float("-inf"))
@@ -80,14 +76,10 @@ def _prefill_kernel(
         l = l * alpha + tl.sum(p, axis=1)
         v = tl.load(v_cache_ptr + kv_rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
         if KV_INT8:  # each value's scale goes with its probability
-            v = v.to(q.dtype)
             pv = p * tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         else:
             pv = p
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(pv.to(v.dtype), v)
+        acc = acc * alpha[:, None] + dot_values(pv, v, q.dtype, IEEE)
         m = m_new
 
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
