@@ -7,9 +7,9 @@ multiplies them with the rows of x. Split-K gives a layer whose N alone cannot f
 enough programs; each split stores its float32 partial sums and counts itself done, and the last
 of a column block to finish adds them all in split order (one launch, not a second kernel's: the
 result does not depend on which finished last). One row (batch 1) multiplies in packed float16 on
-the GPU (quant_gemv_packed.py) and in float32 on the words as loaded elsewhere (_one_row); 2..16
-rows use tl.dot with the rows padded to 16. Shapes are fixed for a given M, so the launch can be
-captured in a CUDA graph.
+the GPU (quant_gemv_packed.py) and in float32 on the words as loaded elsewhere
+(_float32_products); 2..16 rows use tl.dot with the rows padded to 16. Shapes are fixed for a
+given M, so the launch can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -18,52 +18,65 @@ import torch
 import triton
 import triton.language as tl
 
-from .quant_gemv_packed import _one_row_packed
+from .quant_gemv_packed import _float16_products
 from .quantized_weights import check_layout, dot_tile, k_tile, load_tile
 
 MAX_ROWS = 16
 
 
 @triton.jit
-def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
-             BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr,
-             BLOCK_K: tl.constexpr):
-    """x[k_start:k_end] @ W'[k_start:k_end, offs_n] for one row x: float32 [BLOCK_N].
+def _float32_products(x_ptr, perm_ptr, words, scale, zero, k0, BITS: tl.constexpr, HAS_PERM: tl.constexpr,
+                      WORDS: tl.constexpr):
+    """One tile's share of x @ W' for one row x, [WORDS, BLOCK_N] float32 (summed over rows later).
 
-    At batch 1 the instructions spent per weight, not the bytes, set the pace (on an H200 4-bit and
-    8-bit weights take the same time), so each weight costs few: a tile is BLOCK_K / P rows of
-    packed words used as loaded (field j of every word meets inputs P * row + j: nothing reshaped or
-    moved between threads); field j is masked in place, q * 2^s with s = BITS * j (one shift per
-    word first for the upper half, so that 2^s < 2^16), and or-ed into the exponent of 2^23, giving
-    the float 2^23 + q * 2^s exactly; less 2^23, times x * 2^-s (a power of two: exact) it adds q *
-    x. The zero point comes off once per row of the tile (z * the sum of its inputs) and the group's
-    scale once per tile."""
+    Each weight costs few instructions: the tile's packed words are used as loaded (field j of
+    every word meets inputs P * row + j: nothing reshaped or moved between threads); field j is
+    masked in place, q * 2^s with s = BITS * j (one shift per word first for the upper half, so
+    that 2^s < 2^16), and or-ed into the exponent of 2^23, giving the float 2^23 + q * 2^s
+    exactly; less 2^23, times x * 2^-s (a power of two: exact) it adds q * x. The zero point comes
+    off once per row of the tile (z * the sum of its inputs) and the group's scale once per tile."""
     PER_WORD: tl.constexpr = 32 // BITS
     HALF: tl.constexpr = PER_WORD // 2  # fields per 16-bit half of a word
-    WORDS: tl.constexpr = BLOCK_K // PER_WORD
     MASK: tl.constexpr = (1 << BITS) - 1
+    rows = k0 // PER_WORD + tl.arange(0, WORDS)
+    upper = words >> 16  # (its sign-extended bits are never selected)
+    tile = tl.zeros(words.shape, tl.float32)
+    x_sum = tl.zeros([WORDS], tl.float32)
+    for j in tl.static_range(PER_WORD):
+        inputs = rows * PER_WORD + j
+        if HAS_PERM:
+            inputs = tl.load(perm_ptr + inputs)
+        x = tl.load(x_ptr + inputs).to(tl.float32)
+        x_sum += x
+        shift = BITS * (j % HALF)
+        field = (words if j < HALF else upper) & (MASK << shift)
+        w = (field | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0  # q * 2^shift, exactly
+        tile += w * (x * (1.0 / (1 << shift)))[:, None]
+    return (tile - zero[None, :] * x_sum[:, None]) * scale[None, :]
+
+
+@triton.jit
+def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
+             BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr,
+             BLOCK_K: tl.constexpr, PACKED: tl.constexpr):
+    """x[k_start:k_end] @ W'[k_start:k_end, offs_n] for one row x: float32 [BLOCK_N].
+
+    At batch 1 the instructions spent per weight set the pace as much as the bytes, so the products
+    are made with as few as the hardware allows: in packed float16 pairs on the GPU (PACKED:
+    quant_gemv_packed.py), else in float32 (_float32_products). The next tile's loads are in flight
+    while one is computed."""
+    PER_WORD: tl.constexpr = 32 // BITS
+    WORDS: tl.constexpr = BLOCK_K // PER_WORD
     acc = tl.zeros([WORDS, BLOCK_N], tl.float32)
     words, scale, zero = load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
-                                    PER_WORD, GROUP, WORDS)
+                                   PER_WORD, GROUP, WORDS)
     for k0 in range(k_start, k_end, BLOCK_K):
-        # the next tile's loads are in flight while this one is computed
         ahead = load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
-                           GROUP, WORDS)
-        rows = k0 // PER_WORD + tl.arange(0, WORDS)
-        upper = words >> 16  # (its sign-extended bits are never selected)
-        tile = tl.zeros([WORDS, BLOCK_N], tl.float32)
-        x_sum = tl.zeros([WORDS], tl.float32)
-        for j in tl.static_range(PER_WORD):
-            inputs = rows * PER_WORD + j
-            if HAS_PERM:
-                inputs = tl.load(perm_ptr + inputs)
-            x = tl.load(x_ptr + inputs).to(tl.float32)
-            x_sum += x
-            shift = BITS * (j % HALF)
-            field = (words if j < HALF else upper) & (MASK << shift)
-            w = (field | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0  # q * 2^shift, exactly
-            tile += w * (x * (1.0 / (1 << shift)))[:, None]
-        acc += (tile - zero[None, :] * x_sum[:, None]) * scale[None, :]
+                          GROUP, WORDS)
+        if PACKED:
+            acc += _float16_products(x_ptr, perm_ptr, words, scale, zero, k0, BITS, HAS_PERM, WORDS)
+        else:
+            acc += _float32_products(x_ptr, perm_ptr, words, scale, zero, k0, BITS, HAS_PERM, WORDS)
         words, scale, zero = ahead
     return tl.sum(acc, axis=0)
 
@@ -89,12 +102,9 @@ def _quant_gemv_kernel(
     m_mask = offs_m < M
     k_start = split * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
-    if ROWS == 1 and PACKED:
-        acc = _one_row_packed(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask,
-                              N, BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K)[None, :]
-    elif ROWS == 1:
+    if ROWS == 1:
         acc = _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
-                       BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K)[None, :]
+                       BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K, PACKED)[None, :]
     else:
         acc = tl.zeros([ROWS, BLOCK_N], tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
