@@ -19,9 +19,23 @@ import triton
 import triton.language as tl
 
 from .quant_gemv_packed import _float16_products
-from .quantized_weights import check_layout, dot_tile, k_tile, load_tile
+from .quantized_weights import check_layout, dot_tile, k_tile
 
 MAX_ROWS = 16
+
+
+@triton.jit
+def _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, k_end, offs_n, n_mask, N, PER_WORD: tl.constexpr,
+               GROUP: tl.constexpr, WORDS: tl.constexpr):
+    """The packed words of inputs k0 .. k0 + WORDS * PER_WORD and their group's scales and zeros
+    (nothing read past k_end)."""
+    mask = n_mask & (tl.full(offs_n.shape, k0, tl.int32) < k_end)
+    rows = k0 // PER_WORD + tl.arange(0, WORDS)
+    words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=mask[None, :], other=0)
+    group = k0 // GROUP
+    scale = tl.load(scales_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
+    zero = tl.load(zeros_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
+    return words, scale, zero
 
 
 @triton.jit
@@ -68,11 +82,11 @@ def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end
     PER_WORD: tl.constexpr = 32 // BITS
     WORDS: tl.constexpr = BLOCK_K // PER_WORD
     acc = tl.zeros([WORDS, BLOCK_N], tl.float32)
-    words, scale, zero = load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
-                                   PER_WORD, GROUP, WORDS)
+    words, scale, zero = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
+                                    PER_WORD, GROUP, WORDS)
     for k0 in range(k_start, k_end, BLOCK_K):
-        ahead = load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
-                          GROUP, WORDS)
+        ahead = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
+                           GROUP, WORDS)
         if PACKED:
             acc += _float16_products(x_ptr, perm_ptr, words, scale, zero, k0, BITS, HAS_PERM, WORDS)
         else:

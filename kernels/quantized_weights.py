@@ -111,20 +111,6 @@ def k_tile(group: int, largest: int = 128) -> int:
 
 
 @triton.jit
-def load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, k_end, offs_n, n_mask, N, PER_WORD: tl.constexpr,
-              GROUP: tl.constexpr, WORDS: tl.constexpr):
-    """The packed words of inputs k0 .. k0 + WORDS * PER_WORD and their group's scales and zeros
-    (nothing read past k_end)."""
-    mask = n_mask & (tl.full(offs_n.shape, k0, tl.int32) < k_end)
-    rows = k0 // PER_WORD + tl.arange(0, WORDS)
-    words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=mask[None, :], other=0)
-    group = k0 // GROUP
-    scale = tl.load(scales_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
-    zero = tl.load(zeros_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
-    return words, scale, zero
-
-
-@triton.jit
 def dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
                     BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     """The float32 weights W'[k0 : k0 + BLOCK_K, offs_n] (transposed: [BLOCK_K, BLOCK_N]);
