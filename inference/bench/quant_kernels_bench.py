@@ -1,10 +1,11 @@
 """The quantized-weight kernels at CodeLlama-7B's projection sizes, each beside bf16 cuBLAS in the same
 process: the GEMV for decode batches of 1, 8 and 16 rows (W4A16 in groups of 128, W8A16 per output
-channel) with the bytes each reads as a share of the copy bandwidth (batch 1 with packed float16
-and with float32 products), the fused GEMM and cuBLAS on the dequantized weight for 32 to 2,048
-rows, and a sweep of the batch-1 GEMV's tiles, warps and K splits. Every time is a CUDA-graph
-replay over copies of the weights too many for L2 (common.graph_ms), as a decode step runs them:
-small kernels timed one launch at a time measure the launch, not the kernel."""
+channel) with the bytes each reads as a share of the copy bandwidth (batch 1 also with float32
+products and with two tiles loaded ahead), the fused GEMM and cuBLAS on the dequantized weight for
+32 to 2,048 rows, and a sweep of the batch-1 GEMV's tiles, warps, K splits and tiles ahead. Every
+time is a CUDA-graph replay over copies of the weights too many for L2 (common.graph_ms), as a
+decode step runs them: small kernels timed one launch at a time measure the launch, not the
+kernel."""
 
 from __future__ import annotations
 
@@ -72,9 +73,11 @@ def decode_gemv(copy_bw: float) -> list[dict]:
                 row[f"{scheme}_ms"] = ms = graph_ms([functools.partial(gemv, x, *w) for w in pool])
                 row[f"{scheme}_speedup"] = row["bf16_ms"] / ms
                 row[f"{scheme}_pct_of_copy_bw"] = _pct(_bytes(pool[0]), ms, copy_bw)
-                if m == 1:  # beside float32 products, which batch 1 took before packed ones
+                if m == 1:  # beside float32 products, which batch 1 took before packed ones, and two
+                    # tiles loaded ahead instead of one
                     row[f"{scheme}_float32_products_ms"] = graph_ms(
                         [functools.partial(gemv, x, *w, packed=False) for w in pool])
+                    row[f"{scheme}_two_ahead_ms"] = graph_ms([functools.partial(gemv, x, *w, ahead=2) for w in pool])
             rows.append(row)
         del dense, pools
     for m in (1, 8, 16):  # one decoder layer's four projections
@@ -111,12 +114,13 @@ def prefill_gemm(row_counts=(32, 64, 128, 256, 512, 2048)) -> list[dict]:
 
 
 def gemv_configs(k: int, n: int, sms: int) -> list[dict]:
-    """Tiles, warps, and K splits giving 1, 2, 4 or 8 programs per SM."""
+    """Tiles, warps, K splits giving 1, 2, 4 or 8 programs per SM, and 1 or 2 tiles loaded ahead."""
     configs = []
-    for block_n, block_k, warps in itertools.product((32, 64, 128, 256), (64, 128), (4, 8)):
+    for block_n, block_k, warps, ahead in itertools.product((32, 64, 128, 256), (64, 128), (4, 8), (1, 2)):
         programs = triton.cdiv(n, block_n)
         splits = {max(1, min(triton.cdiv(per_sm * sms, programs), k // block_k)) for per_sm in (1, 2, 4, 8)}
-        configs += [dict(block_n=block_n, block_k=block_k, num_warps=warps, split_k=s) for s in sorted(splits)]
+        configs += [dict(block_n=block_n, block_k=block_k, num_warps=warps, split_k=s, ahead=ahead)
+                    for s in sorted(splits)]
     return configs
 
 
