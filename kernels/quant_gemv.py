@@ -156,6 +156,12 @@ def packed_products(x: torch.Tensor) -> bool:
     return x.is_cuda and torch.version.cuda is not None and x.dtype in (torch.bfloat16, torch.float16)
 
 
+def new_split_counters(n: int, device: torch.device | str) -> torch.Tensor:
+    """Split counters for a projection of n outputs (quant_gemv's split_counters): one per column
+    block of the narrowest tile (16), all zero."""
+    return torch.zeros(triton.cdiv(n, 16), dtype=torch.int32, device=device)
+
+
 def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int) -> int:
     """Splits of K giving about eight programs per SM, each split keeping at least four K tiles
     (the best of `bench kernels`' sweep on an H200, within 5 %, at every 7B projection)."""
@@ -170,8 +176,8 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     """x: [M, K] with M <= 16 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
     sizes, split count, warps, batch 1's products (packed: see packed_products) and tiles loaded
     ahead at batch 1 (1 or 2) may be given (benchmarks), else they are chosen here. split_counters:
-    int32 zeros, at least N / 16 of them, that the kernel leaves zero (a projection keeps its own,
-    so a CUDA graph needs no memset); allocated here when not given."""
+    new_split_counters' zeros, which the kernel leaves zero (a projection keeps its own, so a CUDA
+    graph needs no memset); allocated here when not given."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     assert ahead in (1, 2), f"1 or 2 tiles ahead, not {ahead}"
@@ -189,7 +195,7 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     if split_k > 1:
         parts = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device)
         if split_counters is None:
-            split_counters = torch.zeros(blocks, dtype=torch.int32, device=x.device)
+            split_counters = new_split_counters(n, x.device)
         assert split_counters.dtype == torch.int32 and split_counters.numel() >= blocks
     else:
         parts = split_counters = out  # not read

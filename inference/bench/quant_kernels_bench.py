@@ -18,7 +18,7 @@ import triton
 
 from kernels.quant_dequantize import dequantize
 from kernels.quant_gemm import quant_gemm
-from kernels.quant_gemv import quant_gemv
+from kernels.quant_gemv import new_split_counters, quant_gemv
 
 from .common import graph_ms, operand_copies
 
@@ -49,11 +49,6 @@ def _dense_pool(k: int, n: int) -> list[torch.Tensor]:
     return [torch.randn(n, k, dtype=torch.bfloat16, device="cuda") for _ in range(operand_copies(2 * n * k))]
 
 
-def _counters(n: int) -> torch.Tensor:
-    """The GEMV's split counters, as a projection keeps them (quant_gemv's split_counters)."""
-    return torch.zeros(triton.cdiv(n, 16), dtype=torch.int32, device="cuda")
-
-
 def _pct(nbytes: int, ms: float, copy_bw: float) -> float:
     return 100 * nbytes / (ms / 1e3) / copy_bw
 
@@ -63,7 +58,7 @@ def decode_gemv(copy_bw: float) -> list[dict]:
     for name, (k, n) in PROJECTIONS_7B.items():
         dense = _dense_pool(k, n)
         pools = {scheme: _weight_pool(k, n, bits, group) for scheme, (bits, group) in SCHEMES.items()}
-        gemv = functools.partial(quant_gemv, split_counters=_counters(n))
+        gemv = functools.partial(quant_gemv, split_counters=new_split_counters(n, "cuda"))
         for m in (1, 8, 16):
             x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
             ms = graph_ms([functools.partial(F.linear, x, w) for w in dense])
@@ -134,7 +129,7 @@ def gemv_sweep(copy_bw: float) -> list[dict]:
         (k, n), (bits, group) = PROJECTIONS_7B[name], SCHEMES[scheme]
         pool = _weight_pool(k, n, bits, group)
         x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
-        gemv = functools.partial(quant_gemv, split_counters=_counters(n))
+        gemv = functools.partial(quant_gemv, split_counters=new_split_counters(n, "cuda"))
         for config in [None] + gemv_configs(k, n, sms):
             ms = graph_ms([functools.partial(gemv, x, *w, **(config or {})) for w in pool])
             rows.append({"projection": name, "scheme": scheme, "k": k, "n": n, "config": config, "ms": ms,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
+from kernels.quant_gemv import new_split_counters
 
 from .scheme import QuantScheme
 
@@ -33,8 +34,7 @@ class QuantizedLinear(nn.Module):
         self.perm = param(in_features, dtype=torch.int32) if scheme.act_order else None
         # the GEMV's split-K counters (kernels/quant_gemv.py): zero between launches, kept here so
         # that a captured decode step needs no memset
-        self.register_buffer("split_counters", torch.zeros(-(-out_features // 16), dtype=torch.int32, device=device),
-                             persistent=False)
+        self.register_buffer("split_counters", new_split_counters(out_features, device), persistent=False)
 
     @property
     def shape(self) -> tuple[int, int]:
