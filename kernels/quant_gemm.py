@@ -56,7 +56,7 @@ def _quant_gemm_kernel(
 
 def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, block_m: int | None = None, block_n: int = BLOCK_N,
-               block_k: int = 64, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+               block_k: int = 128, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """x: [M, K] -> [M, N] in x's dtype; the result of quant_linear_ref."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     block_m = block_m or max(16, min(128, triton.next_power_of_2(m)))

@@ -1,17 +1,18 @@
-"""The batch-1 quantized GEMV's inner product in packed half precision, for the GPU.
+"""The batch-1 4-bit GEMV's inner product in packed half precision, for the GPU.
 
 At batch 1 the instructions spent per weight set the GEMV's pace (kernels/quant_gemv.py). Here two
-weights share each instruction: one `lop3` puts two fields of a word into the mantissas of two
+weights share each instruction: one `lop3` puts two 4-bit fields of a word into the mantissas of two
 float16 numbers 1024 + q (float16's unit in the last place at 1024 is 1), one `sub`/`fma` on the
 pair takes the zero point off (q - z, exact), and one `fma.f16x2` multiplies them with a pair of
 inputs: the products cost about two instructions per weight, and the whole loop (compiled for
-sm_90) 4.7 against the float32 path's 6.2.
+sm_90) 4.7 against the float32 path's 6.2. (For 8-bit weights, four fields per word, the same
+trick measured slower than float32 products on an H200 and was taken out.)
 
-Float16 spans far fewer powers of two than bfloat16, so each row of a tile (8 or 4 inputs) is
-scaled by a power of two that brings its largest input to [2^h, 2^(h+1)) (h = 8 for 4-bit weights,
-4 for 8-bit: exact, and the 19 to 23 binades below the largest are kept whole), and undone in
-float32 with the group's scale. Each half of a word's float16 sum holds at most four (4-bit) or two
-(8-bit) products below 2^13, so it cannot overflow; it leaves float16 after each word.
+Float16 spans far fewer powers of two than bfloat16, so each row of a tile (8 inputs) is scaled by
+a power of two that brings its largest input to [2^8, 2^9) (exact, and the 19 binades below the
+largest are kept whole), and undone in float32 with the group's scale. Each half of a word's
+float16 sum holds at most four products below 2^13, so it cannot overflow; it leaves float16 after
+each word.
 
 PTX inline assembly runs only on an NVIDIA GPU; Triton's interpreter (and so the CPU tests) runs
 the float32 path, and the GPU tests compare this one with the reference.
@@ -53,26 +54,6 @@ cvt.f32.f16 fhi, hi;
 add.f32 $0, flo, fhi;
 }""")
 
-# one 8-bit word (fields q0..q3), input pairs (x0, x2), (x1, x3) and the pair 1024 + z
-# -> sum of (q_j - z) * x_j
-_DOT4 = tl.constexpr("""{
-.reg .b32 t, a, b, acc;
-.reg .b16 lo, hi;
-.reg .f32 flo, fhi;
-lop3.b32 a, $1, 0x00ff00ff, 0x64006400, 0xea;
-shr.u32 t, $1, 8;
-lop3.b32 b, t, 0x00ff00ff, 0x64006400, 0xea;
-sub.f16x2 a, a, $4;
-sub.f16x2 b, b, $4;
-mul.f16x2 acc, a, $2;
-fma.rn.f16x2 acc, b, $3, acc;
-mov.b32 {lo, hi}, acc;
-cvt.f32.f16 flo, lo;
-cvt.f32.f16 fhi, hi;
-add.f32 $0, flo, fhi;
-}""")
-
-
 @triton.jit
 def _pack(lo, hi):
     """float32 lo, hi -> float16 (lo, hi) in one int32."""
@@ -97,35 +78,26 @@ def _row_scale(top, HEADROOM: tl.constexpr):
 
 
 @triton.jit
-def _float16_products(x_ptr, perm_ptr, words, scale, zero, k0, BITS: tl.constexpr, HAS_PERM: tl.constexpr,
-                      WORDS: tl.constexpr):
-    """One tile's share of x @ W' for one row x, [WORDS, BLOCK_N] float32, as
+def _float16_products(x_ptr, perm_ptr, words, scale, zero, k0, HAS_PERM: tl.constexpr, WORDS: tl.constexpr):
+    """One tile's share of x @ W' for one row x and 4-bit weights, [WORDS, BLOCK_N] float32, as
     quant_gemv._float32_products makes it, the products in float16 pairs."""
-    PER_WORD: tl.constexpr = 32 // BITS
-    first = (k0 // PER_WORD + tl.arange(0, WORDS)) * PER_WORD  # each row's first input
+    first = (k0 // 8 + tl.arange(0, WORDS)) * 8  # each row's first input
     x0 = _input(x_ptr, perm_ptr, first + 0, HAS_PERM)
     x1 = _input(x_ptr, perm_ptr, first + 1, HAS_PERM)
     x2 = _input(x_ptr, perm_ptr, first + 2, HAS_PERM)
     x3 = _input(x_ptr, perm_ptr, first + 3, HAS_PERM)
+    x4 = _input(x_ptr, perm_ptr, first + 4, HAS_PERM)
+    x5 = _input(x_ptr, perm_ptr, first + 5, HAS_PERM)
+    x6 = _input(x_ptr, perm_ptr, first + 6, HAS_PERM)
+    x7 = _input(x_ptr, perm_ptr, first + 7, HAS_PERM)
+    top = tl.maximum(tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3))),
+                     tl.maximum(tl.maximum(tl.abs(x4), tl.abs(x5)), tl.maximum(tl.abs(x6), tl.abs(x7))))
+    up, down = _row_scale(top, 8)
     z_sub = _pack(1024.0 + zero, 1024.0 + zero)[None, :]
-    if BITS == 4:
-        x4 = _input(x_ptr, perm_ptr, first + 4, HAS_PERM)
-        x5 = _input(x_ptr, perm_ptr, first + 5, HAS_PERM)
-        x6 = _input(x_ptr, perm_ptr, first + 6, HAS_PERM)
-        x7 = _input(x_ptr, perm_ptr, first + 7, HAS_PERM)
-        top = tl.maximum(tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3))),
-                         tl.maximum(tl.maximum(tl.abs(x4), tl.abs(x5)), tl.maximum(tl.abs(x6), tl.abs(x7))))
-        up, down = _row_scale(top, 8)
-        z_fma = _pack(-64.0 - zero, -64.0 - zero)[None, :]
-        tile = tl.inline_asm_elementwise(
-            _DOT8, "=f,r,r,r,r,r,r,r",
-            [words, _pack(x0 * up, x4 * up)[:, None], _pack(x1 * up, x5 * up)[:, None],
-             _pack(x2 * up, x6 * up)[:, None], _pack(x3 * up, x7 * up)[:, None], z_sub, z_fma],
-            dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        top = tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3)))
-        up, down = _row_scale(top, 4)
-        tile = tl.inline_asm_elementwise(
-            _DOT4, "=f,r,r,r,r", [words, _pack(x0 * up, x2 * up)[:, None], _pack(x1 * up, x3 * up)[:, None], z_sub],
-            dtype=tl.float32, is_pure=True, pack=1)
+    z_fma = _pack(-64.0 - zero, -64.0 - zero)[None, :]
+    tile = tl.inline_asm_elementwise(
+        _DOT8, "=f,r,r,r,r,r,r,r",
+        [words, _pack(x0 * up, x4 * up)[:, None], _pack(x1 * up, x5 * up)[:, None],
+         _pack(x2 * up, x6 * up)[:, None], _pack(x3 * up, x7 * up)[:, None], z_sub, z_fma],
+        dtype=tl.float32, is_pure=True, pack=1)
     return tile * (down[:, None] * scale[None, :])

@@ -122,11 +122,37 @@ def dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
     shifts = tl.arange(0, PER_WORD) * BITS
     q = (words[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1)
     q = tl.reshape(q, (BLOCK_K, BLOCK_N))  # row r * PER_WORD + j is input k0 + r * PER_WORD + j
-    f = (q | 0x4B000000).to(tl.float32, bitcast=True)  # 2^23 + q, exactly
+    scale, zero = _group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP)
+    return ((q | 0x4B000000).to(tl.float32, bitcast=True) - zero[None, :]) * scale[None, :]
+
+
+@triton.jit
+def dequantize_tile_t(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
+                      BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dequantize_tile transposed ([BLOCK_N, BLOCK_K]), each word's fields unpacked in the thread
+    that loaded it: the word is repeated along a new innermost axis (tl.join keeps the copies in
+    its registers) and field j shifted out of copy j, where dequantize_tile's reshape of a middle
+    axis moves values between threads (measured on an H200, the fused GEMM at 128 rows: one
+    layer's four projections in 0.25 against 0.35 ms)."""
+    PER_WORD: tl.constexpr = 32 // BITS
+    JOINS: tl.constexpr = 3 if BITS == 4 else 2  # log2(PER_WORD)
+    rows = k0 // PER_WORD + tl.arange(0, BLOCK_K // PER_WORD)
+    words = tl.load(qweight_ptr + rows[None, :].to(tl.int64) * N + offs_n[:, None], mask=n_mask[:, None], other=0)
+    for _ in tl.static_range(JOINS):
+        words = tl.reshape(tl.join(words, words), (BLOCK_N, words.shape[1] * 2))
+    q = (words >> ((tl.arange(0, BLOCK_K) % PER_WORD) * BITS)[None, :]) & ((1 << BITS) - 1)
+    scale, zero = _group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP)
+    return ((q | 0x4B000000).to(tl.float32, bitcast=True) - zero[:, None]) * scale[:, None]
+
+
+@triton.jit
+def _group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP: tl.constexpr):
+    """The float32 scale and zero point (plus 2^23: a field q read as (q | 0x4B000000) is the
+    float32 2^23 + q, exactly) of the group holding input k0, for columns offs_n."""
     group = k0 // GROUP
     scale = tl.load(scales_ptr + group * N + offs_n, mask=n_mask, other=0.0).to(tl.float32)
     zero = tl.load(zeros_ptr + group * N + offs_n, mask=n_mask, other=0.0).to(tl.float32) + 8388608.0
-    return (f - zero[None, :]) * scale[None, :]
+    return scale, zero
 
 
 @triton.jit
@@ -157,10 +183,11 @@ def dot_tile_swapped(acc_t, x_ptr, x_rows, m_mask, perm_ptr, qweight_ptr, scales
     if HAS_PERM:
         offs_k = tl.load(perm_ptr + offs_k)
     x_t = tl.load(x_ptr + x_rows[None, :] + offs_k[:, None], mask=m_mask[None, :], other=0.0)
-    w = dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
-                        BLOCK_N).to(x_t.dtype)
+    w_t = dequantize_tile_t(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K,
+                            BLOCK_N).to(x_t.dtype)
     if IEEE:
-        acc_t += tl.dot(tl.trans(w), x_t, input_precision="ieee")
+        acc_t += tl.dot(w_t, x_t, input_precision="ieee")
     else:
-        acc_t += tl.dot(tl.trans(w), x_t)
+        acc_t += tl.dot(w_t, x_t)
     return acc_t
+

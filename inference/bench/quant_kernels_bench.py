@@ -1,11 +1,11 @@
 """The quantized-weight kernels at CodeLlama-7B's projection sizes, each beside bf16 cuBLAS in the same
 process: the GEMV for decode batches of 1, 8 and 16 rows (W4A16 in groups of 128, W8A16 per output
-channel) with the bytes each reads as a share of the copy bandwidth (batch 1 also with float32
-products and with two tiles loaded ahead), the fused GEMM and cuBLAS on the dequantized weight for
-32 to 2,048 rows, and a sweep of the batch-1 GEMV's tiles, warps, K splits and tiles ahead. Every
-time is a CUDA-graph replay over copies of the weights too many for L2 (common.graph_ms), as a
-decode step runs them: small kernels timed one launch at a time measure the launch, not the
-kernel."""
+channel) with the bytes each reads as a share of the copy bandwidth (W4A16 batch 1 also with
+float32 products), the fused GEMM and cuBLAS on the dequantized weight for 32 to 2,048 rows, a
+sweep of the batch-1 GEMV's tiles, warps and K splits, and one of the fused GEMM's tiles and
+pipeline stages at 32 to 256 rows (W4A16). Every time is a CUDA-graph replay over copies of the
+weights too many for L2 (common.graph_ms), as a decode step runs them: small kernels timed one
+launch at a time measure the launch, not the kernel."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import triton
 
 from kernels.quant_dequantize import dequantize
 from kernels.quant_gemm import quant_gemm
-from kernels.quant_gemv import new_split_counters, quant_gemv
+from kernels.quant_gemv import new_split_counters, packed_products, quant_gemv
 
 from .common import graph_ms, operand_copies
 
@@ -68,11 +68,9 @@ def decode_gemv(copy_bw: float) -> list[dict]:
                 row[f"{scheme}_ms"] = ms = graph_ms([functools.partial(gemv, x, *w) for w in pool])
                 row[f"{scheme}_speedup"] = row["bf16_ms"] / ms
                 row[f"{scheme}_pct_of_copy_bw"] = _pct(_bytes(pool[0]), ms, copy_bw)
-                if m == 1:  # beside float32 products, which batch 1 took before packed ones, and two
-                    # tiles loaded ahead instead of one
+                if m == 1 and packed_products(x, SCHEMES[scheme][0]):  # beside float32 products
                     row[f"{scheme}_float32_products_ms"] = graph_ms(
                         [functools.partial(gemv, x, *w, packed=False) for w in pool])
-                    row[f"{scheme}_two_ahead_ms"] = graph_ms([functools.partial(gemv, x, *w, ahead=2) for w in pool])
             rows.append(row)
         del dense, pools
     for m in (1, 8, 16):  # one decoder layer's four projections
@@ -109,13 +107,12 @@ def prefill_gemm(row_counts=(32, 64, 128, 256, 512, 2048)) -> list[dict]:
 
 
 def gemv_configs(k: int, n: int, sms: int) -> list[dict]:
-    """Tiles, warps, K splits giving 1, 2, 4 or 8 programs per SM, and 1 or 2 tiles loaded ahead."""
+    """Tiles, warps, and K splits giving 1, 2, 4 or 8 programs per SM."""
     configs = []
-    for block_n, block_k, warps, ahead in itertools.product((32, 64, 128, 256), (64, 128), (4, 8), (1, 2)):
+    for block_n, block_k, warps in itertools.product((32, 64, 128, 256), (64, 128), (4, 8)):
         programs = triton.cdiv(n, block_n)
         splits = {max(1, min(triton.cdiv(per_sm * sms, programs), k // block_k)) for per_sm in (1, 2, 4, 8)}
-        configs += [dict(block_n=block_n, block_k=block_k, num_warps=warps, split_k=s, ahead=ahead)
-                    for s in sorted(splits)]
+        configs += [dict(block_n=block_n, block_k=block_k, num_warps=warps, split_k=s) for s in sorted(splits)]
     return configs
 
 
@@ -138,6 +135,36 @@ def gemv_sweep(copy_bw: float) -> list[dict]:
     return rows
 
 
+def gemm_configs(m: int) -> list[dict]:
+    """Row tiles of the next power of two of m and half that (16 to 256), 32 to 128 columns (8
+    warps for 128, else 4), 64 or 128 inputs, 3 or 4 stages."""
+    top = min(256, max(16, triton.next_power_of_2(m)))
+    return [dict(block_m=bm, block_n=bn, block_k=bk, num_warps=8 if bn == 128 else 4, num_stages=st)
+            for bm, bn, bk, st in itertools.product(sorted({max(16, top // 2), top}), (32, 64, 128), (64, 128), (3, 4))]
+
+
+def gemm_sweep(row_counts=(32, 64, 128, 192, 256)) -> list[dict]:
+    """The fused W4A16 GEMM over gemm_configs at every projection; config None is the default
+    choice. A config the GPU cannot run (too many registers or too much shared memory) is
+    recorded with its error."""
+    rows = []
+    bits, group = SCHEMES["w4a16"]
+    for name, (k, n) in PROJECTIONS_7B.items():
+        pool = _weight_pool(k, n, bits, group)
+        for m in row_counts:
+            x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+            for config in [None] + gemm_configs(m):
+                row = {"projection": name, "m": m, "config": config}
+                try:
+                    row["ms"] = graph_ms([functools.partial(quant_gemm, x, *w, **(config or {})) for w in pool])
+                    row["tflops"] = 2 * m * n * k / row["ms"] / 1e9
+                except Exception as error:  # noqa: BLE001 - a sweep records what does not run
+                    row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+                rows.append(row)
+        del pool
+    return rows
+
+
 def run(copy_bw: float) -> dict:
     return {"quant_gemv_7b": decode_gemv(copy_bw), "quant_gemm_7b": prefill_gemm(),
-            "quant_gemv_sweep": gemv_sweep(copy_bw)}
+            "quant_gemv_sweep": gemv_sweep(copy_bw), "quant_gemm_sweep": gemm_sweep()}

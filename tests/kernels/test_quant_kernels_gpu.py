@@ -38,22 +38,33 @@ def test_gemv_and_gemm_at_7b_sizes(k, n, bits, group, act_order):
         assert rel_err(kernel(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, (kernel, m)
 
 
-@pytest.mark.parametrize("bits,group", [(4, 128), (8, 4096)], ids=["w4g128", "w8"])
+@pytest.mark.parametrize("k,n", SHAPES_7B, ids=["qkv", "o", "gate_up", "down"])
+@pytest.mark.parametrize("bits,group,act_order", SCHEMES, ids=["w4g128", "w8", "w4g128-act"])
+def test_gemm_tiles_of_the_sweep_at_7b_sizes(k, n, bits, group, act_order):
+    """The fused GEMM with tiles `bench kernels` sweeps, up to 256 rows by 128 columns."""
+    case = case_for(k, n, bits, group, act_order)
+    for m in (128, 256, 512):
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        for config in (dict(block_m=128, block_n=64, block_k=128, num_warps=4),
+                       dict(block_m=256, block_n=128, block_k=64, num_warps=8)):
+            got = quant_gemm(x, *case.args, **config)
+            assert rel_err(got, quant_linear_ref(x, *case.args)) < 1e-2, (m, config)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("magnitude", [1e-5, 1.0, 100.0])
-def test_batch_one_float16_products_hold_any_input_scale(bits, group, dtype, magnitude):
-    """Batch 1 multiplies in float16 pairs (kernels/quant_gemv_packed.py), whose range is narrow:
-    inputs far below it and far above it keep the reference's accuracy."""
-    case = case_for(4096, 4096, bits, group, False)
+def test_batch_one_float16_products_hold_any_input_scale(dtype, magnitude):
+    """Batch 1 multiplies 4-bit weights in float16 pairs (kernels/quant_gemv_packed.py), whose
+    range is narrow: inputs far below it and far above it keep the reference's accuracy."""
+    case = case_for(4096, 4096, 4, 128, False)
     x = (torch.randn(1, 4096, device="cuda") * magnitude).to(dtype)
-    assert packed_products(x)
+    assert packed_products(x, 4) and not packed_products(x, 8)
     assert rel_err(quant_gemv(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2
 
 
-@pytest.mark.parametrize("bits,group", [(4, 128), (8, 4096)], ids=["w4g128", "w8"])
-def test_batch_one_float16_products_take_outliers(bits, group):
+def test_batch_one_float16_products_take_outliers():
     """Inputs of 6e4 (past float16's largest) among ordinary ones neither overflow nor swamp the rest."""
-    case = case_for(4096, 4096, bits, group, False)
+    case = case_for(4096, 4096, 4, 128, False)
     x = torch.randn(1, 4096, device="cuda")
     x[0, 5::64] = 6e4
     x = x.to(torch.bfloat16)
