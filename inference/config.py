@@ -151,7 +151,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     num_kv_blocks: int | None = None  # fixed pool size; None: sized from memory
     kv_cache_memory_fraction: float = 0.9  # GPU: fraction of free memory after weights
-    kv_cache_gib: float | None = None  # CPU: a fixed pool size; None: sized by memory.cpu_kv_cache_budget
+    kv_cache_gib: float | None = None  # a fixed pool size in GiB (any device, any KV dtype); None: from memory
     enforce_eager: bool = False  # GPU: no CUDA graphs
     quantization: str | None = None  # awq / int8 (inference/quant): random weights of that scheme, or a
     #                                  dense checkpoint rounded to int8 as it loads; None: the checkpoint's own

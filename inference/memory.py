@@ -12,6 +12,21 @@ from .config import EngineConfig
 from .model import LlamaModel
 
 
+def kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dtype, device: torch.device,
+                    block_bytes: int) -> float:
+    """Bytes for the KV cache: `kv_cache_gib` where given (the same bytes whatever the KV dtype,
+    so an int8 cache holds about twice the tokens; on the GPU checked against what is left), else
+    what memory allows."""
+    fixed = None if config.kv_cache_gib is None else config.kv_cache_gib * (1 << 30)
+    if device.type != "cuda":
+        return fixed if fixed is not None else cpu_kv_cache_budget(config, block_bytes)
+    available = gpu_kv_cache_budget(model, config, dtype, device)
+    if fixed is not None and fixed > available:
+        raise ValueError(f"a {config.kv_cache_gib:g} GiB KV cache does not fit: the GPU has "
+                         f"{max(available, 0) / (1 << 30):.1f} GiB left for it")
+    return available if fixed is None else fixed
+
+
 def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dtype, device: torch.device) -> float:
     """Bytes for the KV cache: the configured fraction of the card, less the weights, the peak
     activations of the largest step (measured by running one) and other processes' memory."""
@@ -47,9 +62,7 @@ def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dt
 def cpu_kv_cache_budget(config: EngineConfig, block_bytes: int) -> float:
     """Bytes for the KV cache on the CPU: room for `max_num_seqs` sequences of `max_model_len`
     tokens (more can never be used at once), within half the memory available now (the weights
-    are loaded by then); `kv_cache_gib` fixes it instead."""
-    if config.kv_cache_gib is not None:
-        return config.kv_cache_gib * (1 << 30)
+    are loaded by then)."""
     sequence = -(-config.max_model_len // config.block_size) * block_bytes
     available = _available_memory()
     budget = min(config.max_num_seqs * sequence, available // 2)

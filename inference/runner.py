@@ -21,7 +21,7 @@ import kernels
 from .attention import AttentionMetadata, allocate_kv_cache, kv_block_bytes, warm_up_attention
 from .config import EngineConfig
 from .cuda_graphs import DecodeGraphs
-from .memory import cpu_kv_cache_budget, gpu_kv_cache_budget
+from .memory import kv_cache_budget
 from .model import LlamaModel, TensorParallel
 from .outputs import TokenLogprob
 from .sampler import SamplerOutput, SamplingTensors, sample, score
@@ -134,11 +134,7 @@ class ModelRunner:
         cfg = self.config
         if cfg.num_kv_blocks is not None:
             return cfg.num_kv_blocks
-        if self.device.type == "cuda":
-            budget = gpu_kv_cache_budget(self.model, cfg, self.dtype, self.device)
-        else:
-            budget = cpu_kv_cache_budget(cfg, self.block_bytes)
-        blocks = int(budget // self.block_bytes)
+        blocks = int(kv_cache_budget(self.model, cfg, self.dtype, self.device, self.block_bytes) // self.block_bytes)
         if self.model.tp.size > 1:  # every rank must have the same pool: the smallest
             agreed = torch.tensor([blocks], device=self.device)
             dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=self.model.tp.group)

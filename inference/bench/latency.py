@@ -32,7 +32,7 @@ def _timed_request(engine, request_id: str, prompt: list[int], max_tokens: int) 
 
 def run(shape: str, prompt_len: int = 128, new_tokens: int = 256, ttft_lens=(128, 2048), repeats: int = 5,
         copy_bw: float | None = None, enforce_eager: bool = False, **settings) -> dict:
-    """`settings`: more of the engine's (quantization, kv_cache_dtype)."""
+    """`settings`: more of the engine's (quantization, kv_cache_dtype, kv_cache_gib)."""
     cfg = shape_config(shape)
     engine = make_engine(shape, max_num_seqs=8, max_model_len=4096, enforce_eager=enforce_eager, **settings)
     rng = random.Random(0)

@@ -34,7 +34,7 @@ def offline_reference(shape: str, concurrency: int, num_prompts: int, input_len:
 
 
 def start_server(shape: str, concurrency: int, quantization: str | None = None, kv_cache_dtype: str = "auto",
-                 dp: int = 1, tp: int = 1, speculate: str = "off",
+                 kv_cache_gib: float | None = None, dp: int = 1, tp: int = 1, speculate: str = "off",
                  speculative_step_times: str | None = None) -> tuple[subprocess.Popen, str, deque]:
     """A `codellama serve` process on a free port; its URL (the gateway's with `dp` > 1: the line
     that starts with `codellama serve`, not a replica's); the last lines it printed. Its output is
@@ -43,6 +43,7 @@ def start_server(shape: str, concurrency: int, quantization: str | None = None, 
            "--instance-num", str(concurrency), "--max-queue", "100000", "--max-model-len", "4096", "--port", "0",
            "--kv-cache-dtype", kv_cache_dtype, "--dp", str(dp), "--tp", str(tp)]
     cmd += ["--quant", quantization] if quantization else []
+    cmd += ["--kv-cache-gib", str(kv_cache_gib)] if kv_cache_gib else []
     cmd += ["--speculate", speculate] + (["--speculative-step-times", speculative_step_times]
                                          if speculative_step_times else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -91,9 +92,9 @@ def engine_counters(url: str) -> dict[str, float]:
 
 def run(shape: str, concurrency: int = 256, num_prompts: int = 1000, input_len: int = 128,
         output_len: int = 128, url: str | None = None, dp: int = 1, tp: int = 1, **settings) -> dict:
-    """`settings`: more of the engine's (quantization, kv_cache_dtype, speculate, speculative_step_times),
-    for both runs; `dp` > 1:
-    the server is that many replicas behind the gateway."""
+    """`settings`: more of the engine's (quantization, kv_cache_dtype, kv_cache_gib, speculate,
+    speculative_step_times), for both runs; `dp` > 1: the server is that many replicas behind the
+    gateway."""
     from web.serve_benchmark import run_serve_benchmark
 
     def drive(target: str, seed: int = 0) -> dict:

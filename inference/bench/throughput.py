@@ -49,7 +49,7 @@ def run_set(engine, lengths: list[tuple[int, int]], seed: int, temperature: floa
 
 def run(shape: str, num_prompts: int = 1000, input_len: int = 128, output_len: int = 128,
         mixed_prompts: int = 1000, max_num_seqs: int = 256, **settings) -> dict:
-    """`settings`: more of the engine's (quantization, kv_cache_dtype)."""
+    """`settings`: more of the engine's (quantization, kv_cache_dtype, kv_cache_gib)."""
     engine = make_engine(shape, max_num_seqs=max_num_seqs, max_model_len=4096, **settings)
     run_set(engine, fixed_set(max_num_seqs, 64, 8), seed=99)  # warm up
     result = {"shape": shape, "max_num_seqs": max_num_seqs, "kv_blocks": engine.info.num_blocks,

@@ -79,6 +79,9 @@ def register(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--quant", choices=["awq", "int8"],
                            help="random weights quantized: awq (4-bit, groups of 128) or int8 (per output channel)")
             p.add_argument("--kv-cache-dtype", choices=["auto", "int8"], default="auto", help="the KV cache's dtype")
+            p.add_argument("--kv-cache-gib", type=float, metavar="GIB",
+                           help="the KV cache's size in GiB, whatever its dtype (e.g. what a 24 GB card leaves); "
+                                "default: what this GPU's memory allows")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
     record = {"benchmark": args.what, "device": common.device_record()}
     settings = {}
     if args.what not in ("kernels", "verify", "gateway"):  # the engine's settings, in every run of the others
-        settings = dict(quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype)
+        settings = dict(quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype, kv_cache_gib=args.kv_cache_gib)
         record["weights"], record["kv_cache_dtype"] = args.quant or "bfloat16", args.kv_cache_dtype
+        record["kv_cache_gib"] = args.kv_cache_gib
     if args.what == "serve":
         settings.update(speculate=args.speculate, speculative_step_times=args.speculative_step_times)
         record["speculate"] = args.speculate

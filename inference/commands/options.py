@@ -42,6 +42,9 @@ def add_engine_options(parser: argparse.ArgumentParser, max_num_seqs: int = 256,
                    help=f"{max_num_seqs_help} (default {max_num_seqs})")
     g.add_argument("--num-kv-blocks", type=int, help="fixed KV-cache pool size in blocks (default: GPU, what memory "
                                                      "allows; CPU, enough for max-num-seqs full-length sequences)")
+    g.add_argument("--kv-cache-gib", type=float, metavar="GIB",
+                   help="fixed KV-cache size in GiB, whatever its dtype (an int8 cache holds about twice the tokens "
+                        "of a bf16 one in it); default: what memory allows")
     g.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block (default 16)")
     g.add_argument("--cpu-threads", type=int, metavar="N",
                    help="CPU: torch threads of the engine (default: one fewer than this process's cores, at least 1)")
@@ -71,7 +74,8 @@ def engine_kwargs(args: argparse.Namespace, model: str | None) -> dict:
     """LLMEngine's keyword arguments; `--tp` defaults to the workspace's split (checked here,
     before any process starts)."""
     return dict(dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
-                max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
+                max_num_seqs=args.max_num_seqs, num_kv_blocks=args.num_kv_blocks, kv_cache_gib=args.kv_cache_gib,
+                block_size=args.block_size,
                 enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
                 load_format=args.load_format, quantization=args.quant, kv_cache_dtype=args.kv_cache_dtype,
                 speculate=args.speculate, num_speculative_tokens=args.num_speculative_tokens,

@@ -49,3 +49,14 @@ def test_engine_replays_quantized_decode_steps_from_cuda_graphs(tmp_path):
     for k in range(len(prompts)):
         for step, (w, g) in enumerate(zip(want[k], got[k])):
             assert ((g - w).norm() / w.norm()).item() < 3e-2, (k, step)
+
+
+def test_a_fixed_kv_cache_size_on_the_gpu_is_checked_and_holds_twice_the_tokens_in_int8(tmp_path):
+    from inference import LLMEngine
+
+    model = tiny_llama(tmp_path / "tiny", vocab=4096, hidden=256, heads=4, kv_heads=2, intermediate=512, layers=2)[0]
+    blocks = {kv: LLMEngine(model, kv_cache_gib=0.01, kv_cache_dtype=kv, enforce_eager=True).runner.num_blocks
+              for kv in ("auto", "int8")}
+    assert blocks["int8"] > 1.8 * blocks["auto"]
+    with pytest.raises(ValueError, match="GiB KV cache does not fit: the GPU has .* GiB left"):
+        LLMEngine(model, kv_cache_gib=1e6, enforce_eager=True)
