@@ -1,13 +1,11 @@
-"""Weight-only quantized GEMM for batches of 17 to 127 rows: y = x @ W.T with W in the layout of
+"""Weight-only quantized GEMM for batches of 17 to 128 rows: y = x @ W.T with W in the layout of
 kernels/quantized_weights.py, dequantized tile by tile inside the K loop (never materialised).
 
 Program (row tile, column tile) walks K: it loads a tile of x (gathered through perm for an
-act-order checkpoint), unpacks and dequantizes the matching weight tile to x's dtype and feeds
-both to tl.dot as out.T = W @ x.T, so that the dequantized weights are the MMA's operand from
-registers and a few rows pad less (measured on an H200: up to 1.4x the unswapped order at 64 to
-256 rows). Programs are ordered in groups of row tiles so that the weight tiles they share stay
-in L2. From about 128 rows on, cuBLAS on the whole dequantized weight (quant_dequantize.py) is
-faster; kernels.quant_linear chooses.
+act-order checkpoint), unpacks and dequantizes the matching weight tile to x's dtype in registers
+and feeds both to tl.dot as out.T = W @ x.T (quantized_weights.dot_tile). Programs are ordered in
+groups of row tiles so that the weight tiles they share stay in L2. Beyond 128 rows cuBLAS on the
+whole dequantized weight (quant_dequantize.py) is faster; kernels.quant_linear chooses.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .quantized_weights import check_layout, dot_tile_swapped, k_tile
+from .quantized_weights import check_layout, dot_tile, k_tile
 
 BLOCK_N = 64  # output columns per program
 
@@ -48,7 +46,7 @@ def _quant_gemm_kernel(
     rows = offs_m.to(tl.int64) * stride_xm
     acc_t = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)  # out.T = W @ x.T
     for k0 in range(0, K, BLOCK_K):
-        acc_t = dot_tile_swapped(acc_t, x_ptr, rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0,
+        acc_t = dot_tile(acc_t, x_ptr, rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0,
                                  offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
     tl.store(out_ptr + offs_m[None, :].to(tl.int64) * stride_om + offs_n[:, None],
              acc_t.to(out_ptr.dtype.element_ty), mask=m_mask[None, :] & n_mask[:, None])

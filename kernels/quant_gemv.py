@@ -8,8 +8,9 @@ enough programs; each split stores its float32 partial sums and counts itself do
 of a column block to finish adds them all in split order (one launch, not a second kernel's: the
 result does not depend on which finished last). One row (batch 1) multiplies 4-bit weights in
 packed float16 on the GPU (quant_gemv_packed.py), and in float32 on the words as loaded elsewhere
-(_float32_products); 2..16 rows use tl.dot with the rows padded to 16. Shapes are fixed for a
-given M, so the launch can be captured in a CUDA graph.
+(_float32_products); 2..16 rows use tl.dot as the fused GEMM does (quant_gemm.py: the weights as
+the MMA's rows, the inputs padded to 16 columns). Shapes are fixed for a given M, so the launch
+can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -121,10 +122,11 @@ def _quant_gemv_kernel(
         acc = _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
                        BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K, PACKED)[None, :]
     else:
-        acc = tl.zeros([ROWS, BLOCK_N], tl.float32)
+        acc_t = tl.zeros([BLOCK_N, ROWS], tl.float32)  # out.T = W @ x.T: the weights fill the MMA's rows
         for k0 in range(k_start, k_end, BLOCK_K):
-            acc = dot_tile(acc, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0,
-                           offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
+            acc_t = dot_tile(acc_t, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr,
+                             k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
+        acc = tl.trans(acc_t)
     mask = m_mask[:, None] & n_mask[None, :]
     out = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     if PARTIAL:

@@ -87,7 +87,7 @@ def _dequantized_matmul(x: torch.Tensor, *weights) -> torch.Tensor:
 
 def prefill_gemm(row_counts=(32, 64, 128, 256, 512, 2048)) -> list[dict]:
     """At each row count: bf16 cuBLAS, the fused GEMM, and cuBLAS on the dequantized weight (what
-    kernels.quant_linear picks from DEQUANTIZE_MIN_ROWS rows on)."""
+    kernels.quant_linear picks beyond FUSED_MAX_ROWS rows)."""
     rows = []
     for name, (k, n) in PROJECTIONS_7B.items():
         dense = _dense_pool(k, n)
