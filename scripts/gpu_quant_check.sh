@@ -5,8 +5,7 @@
 # 1. the GPU tests of the kernels (tests/kernels, bf16 at real sizes, int8 KV, quantized GEMV /
 #    GEMM at CodeLlama-7B sizes, CUDA-graph replay) and of a quantized model on the GPU;
 # 2. `codellama bench kernels`: paged decode attention over bf16 and int8 KV caches (and a sweep of
-#    the int8 kernel's tiles), and the W4A16 / W8A16 kernels beside bf16 cuBLAS, with a sweep of the
-#    batch-1 GEMV's tiles;
+#    the int8 kernel's tiles), and the W4A16 / W8A16 kernels beside bf16 cuBLAS;
 # writing $OUT/gpu-tests.txt and $OUT/kernels.json, and printing a summary of the figures.
 set -uo pipefail
 out="${OUT:-./gpu-quant-out}"
@@ -32,13 +31,4 @@ for r in k["quant_gemm_7b"]:
 for r in k["decode_attention"][:6] + k["decode_attention_int8_kv"]:
     print("decode attention %s %-4s batch %d x %5d: %.3f ms, %.0f%% of copy bw" % (
         r["shape"], r.get("kv", "bf16"), r["batch"], r["context"], r["ms"], r["pct_of_copy_bw"]))
-best = {}
-for r in k["quant_gemv_sweep"]:
-    key = (r["projection"], r["scheme"])
-    if r["config"] is None:
-        print("sweep %s default %.4f ms" % (key, r["ms"]))
-    if key not in best or r["ms"] < best[key]["ms"]:
-        best[key] = r
-for key, r in best.items():
-    print("sweep %s best %.4f ms (%.0f%% of copy bw): %s" % (key, r["ms"], r["pct_of_copy_bw"], r["config"]))
 EOF

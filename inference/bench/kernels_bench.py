@@ -81,4 +81,6 @@ def run(copy_bw: float, only: str | None = None) -> dict:
         }
     if only in (None, "quant"):
         record |= quant_kernels_bench.run(copy_bw)
+    if only == "quant-sweeps":  # for choosing the quantized kernels' tiles: not part of the default run
+        record |= quant_kernels_bench.run(copy_bw, sweeps=True)
     return record

@@ -1,9 +1,9 @@
 """The quantized-weight kernels at CodeLlama-7B's projection sizes, each beside bf16 cuBLAS in the same
-process: the GEMV for decode batches of 1, 8 and 16 rows (W4A16 in groups of 128, W8A16 per output
+process: the GEMV for decode batches of 1 to 64 rows (W4A16 in groups of 128, W8A16 per output
 channel) with the bytes each reads as a share of the copy bandwidth (W4A16 batch 1 also with
-float32 products), the fused GEMM and cuBLAS on the dequantized weight for 32 to 2,048 rows, a
-sweep of the batch-1 GEMV's tiles, warps and K splits, and one of the fused GEMM's tiles and
-pipeline stages at 32 to 256 rows (W4A16). Every time is a CUDA-graph replay over copies of the
+float32 products), the fused GEMM and cuBLAS on the dequantized weight for 32 to 2,048 rows; or
+(`bench kernels --only quant-sweeps`) a sweep of the batch-1 GEMV's tiles, warps and K splits, and
+one of the fused GEMM's tiles and pipeline stages at 32 to 256 rows (W4A16). Every time is a CUDA-graph replay over copies of the
 weights too many for L2 (common.graph_ms), as a decode step runs them: small kernels timed one
 launch at a time measure the launch, not the kernel."""
 
@@ -25,6 +25,7 @@ from .common import graph_ms, operand_copies
 # input and output features of CodeLlama-7B's projections
 PROJECTIONS_7B = {"qkv": (4096, 12288), "o": (4096, 4096), "gate_up": (4096, 22016), "down": (11008, 4096)}
 SCHEMES = {"w4a16": (4, 128), "w8a16": (8, -1)}  # bits, group size (-1: per output channel)
+GEMV_ROWS = (1, 8, 16, 32, 64)
 
 
 def _weights(k: int, n: int, bits: int, group: int) -> tuple:
@@ -59,7 +60,7 @@ def decode_gemv(copy_bw: float) -> list[dict]:
         dense = _dense_pool(k, n)
         pools = {scheme: _weight_pool(k, n, bits, group) for scheme, (bits, group) in SCHEMES.items()}
         gemv = functools.partial(quant_gemv, split_counters=new_split_counters(n, "cuda"))
-        for m in (1, 8, 16):
+        for m in GEMV_ROWS:
             x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
             ms = graph_ms([functools.partial(F.linear, x, w) for w in dense])
             row = {"projection": name, "k": k, "n": n, "m": m, "bf16_ms": ms,
@@ -73,7 +74,7 @@ def decode_gemv(copy_bw: float) -> list[dict]:
                         [functools.partial(gemv, x, *w, packed=False) for w in pool])
             rows.append(row)
         del dense, pools
-    for m in (1, 8, 16):  # one decoder layer's four projections
+    for m in GEMV_ROWS:  # one decoder layer's four projections
         layer = [r for r in rows if r["m"] == m]
         total = {key: sum(r[key] for r in layer) for key in layer[0] if key.endswith("_ms")}
         rows.append({"projection": "layer", "m": m, **total,
@@ -165,6 +166,8 @@ def gemm_sweep(row_counts=(32, 64, 128, 192, 256)) -> list[dict]:
     return rows
 
 
-def run(copy_bw: float) -> dict:
-    return {"quant_gemv_7b": decode_gemv(copy_bw), "quant_gemm_7b": prefill_gemm(),
-            "quant_gemv_sweep": gemv_sweep(copy_bw), "quant_gemm_sweep": gemm_sweep()}
+def run(copy_bw: float, sweeps: bool = False) -> dict:
+    """The kernels beside bf16, or (sweeps) the sweeps of their tiles."""
+    if sweeps:
+        return {"quant_gemv_sweep": gemv_sweep(copy_bw), "quant_gemm_sweep": gemm_sweep()}
+    return {"quant_gemv_7b": decode_gemv(copy_bw), "quant_gemm_7b": prefill_gemm()}

@@ -49,8 +49,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         if name == "latency":
             p.add_argument("--enforce-eager", action="store_true", help="without CUDA graphs")
         if name == "kernels":
-            p.add_argument("--only", choices=["attention", "quant"],
-                           help="only the attention kernels, or only the quantized-weight ones")
+            p.add_argument("--only", choices=["attention", "quant", "quant-sweeps"],
+                           help="only the attention kernels, only the quantized-weight ones, or only the sweeps "
+                                "of the quantized-weight kernels' tiles")
         if name == "profile":
             p.add_argument("--batch", type=int, default=1, help="decode batch size")
         if name == "serve":

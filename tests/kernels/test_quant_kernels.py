@@ -41,7 +41,7 @@ def rand_x(m, k, dtype, seed=1):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("bits,group,act_order", [(4, 32, False), (4, 64, True), (8, 128, False), (8, 16, True)],
                          ids=["w4g32", "w4g64-act", "w8-per-channel", "w8g16-act"])
-@pytest.mark.parametrize("m", [1, 5])
+@pytest.mark.parametrize("m", [1, 5, 40])
 def test_gemv_matches_reference(dtype, bits, group, act_order, m):
     k, n = 128, 72  # n: a partial column block
     case = make_quant_case(k, n, group, bits, act_order=act_order, device=DEVICE)

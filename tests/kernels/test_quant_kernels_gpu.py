@@ -32,8 +32,9 @@ def case_for(k, n, bits, group, act_order):
 @pytest.mark.parametrize("bits,group,act_order", SCHEMES, ids=["w4g128", "w8", "w4g128-act"])
 def test_gemv_and_gemm_at_7b_sizes(k, n, bits, group, act_order):
     case = case_for(k, n, bits, group, act_order)
-    for kernel, m in [(quant_gemv, 1), (quant_gemv, 8), (quant_gemv, 16), (quant_gemm, 17), (quant_gemm, 300),
-                      (quant_gemm, 2048), (quant_linear, 64), (quant_linear, 300)]:
+    for kernel, m in [(quant_gemv, 1), (quant_gemv, 8), (quant_gemv, 16), (quant_gemv, 33), (quant_gemv, 64),
+                      (quant_gemm, 17), (quant_gemm, 300), (quant_gemm, 2048), (quant_linear, 100),
+                      (quant_linear, 300)]:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         assert rel_err(kernel(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, (kernel, m)
 
