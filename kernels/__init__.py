@@ -29,23 +29,28 @@ def rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping,
                                                                     slot_mapping, k_scales, v_scales)
 
 
-FUSED_MAX_ROWS = 128  # the fused GEMM's limit: at 128 rows it beat cuBLAS on the dequantized weight by
-#                      1.3-1.5x at the wide projections on an H200, at 192 and 256 it did not
+# Which kernel multiplies how many rows (measured at CodeLlama-7B's projections on an H200, `bench
+# kernels`): the split-K GEMV up to 64 rows, except that a projection wide enough for the fused
+# GEMM's column programs to fill the GPU (qkv, gate_up) takes the GEMM beyond 32 rows (at 64: 0.039
+# and 0.056 against the GEMV's 0.041 and 0.064 ms); the fused GEMM up to 128 rows (there 1.3-1.5x
+# cuBLAS on the dequantized weight; at 192 and 256 it was not faster); else cuBLAS on the weight
+# dequantized whole.
+WIDE_GEMV_MAX_ROWS = 32
+FUSED_MAX_ROWS = 128
 
 
 def quant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                  perm: torch.Tensor | None, bits: int, split_counters: torch.Tensor | None = None) -> torch.Tensor:
     """x @ W.T for quantized W (kernels/quantized_weights.py): the GEMV for decode-sized inputs
     (split_counters: see quant_gemv), the fused GEMM for mid-sized ones with outputs enough to fill
-    the GPU, else a matmul on the dequantized weight (the choices `bench kernels` measured fastest
-    on an H200)."""
+    the GPU, else a matmul on the dequantized weight (the choices above)."""
     if not x.is_cuda:
         return quant_linear_ref(x, qweight, scales, zeros, perm, bits)
     rows = x.shape[0]
-    if 1 <= rows <= GEMV_MAX_ROWS:
+    wide = qweight.shape[1] // GEMM_BLOCK_N >= torch.cuda.get_device_properties(x.device).multi_processor_count
+    if 1 <= rows <= (WIDE_GEMV_MAX_ROWS if wide else GEMV_MAX_ROWS):
         return quant_gemv(x, qweight, scales, zeros, perm, bits, split_counters=split_counters)
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-    if rows <= FUSED_MAX_ROWS and qweight.shape[1] // GEMM_BLOCK_N >= sms:  # its column programs fill the GPU
+    if rows <= FUSED_MAX_ROWS and wide:
         return quant_gemm(x, qweight, scales, zeros, perm, bits)
     return x @ dequantize(qweight, scales, zeros, perm, bits, x.dtype)
 

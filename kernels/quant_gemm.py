@@ -1,4 +1,4 @@
-"""Weight-only quantized GEMM for batches of 65 to 128 rows: y = x @ W.T with W in the layout of
+"""Weight-only quantized GEMM for batches of 33 to 128 rows: y = x @ W.T with W in the layout of
 kernels/quantized_weights.py, dequantized tile by tile inside the K loop (never materialised).
 
 Program (row tile, column tile) walks K: it loads a tile of x (gathered through perm for an

@@ -24,7 +24,7 @@ import triton.language as tl
 from .quant_gemv_packed import _float16_products
 from .quantized_weights import check_layout, dot_tile, k_tile
 
-MAX_ROWS = 64  # beyond, the fused GEMM (quant_gemm.py), whose programs need no partial sums
+MAX_ROWS = 64  # beyond, the fused GEMM (quant_gemm.py) or cuBLAS: kernels.quant_linear chooses
 
 
 @triton.jit
