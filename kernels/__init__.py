@@ -47,12 +47,17 @@ def quant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
     if not x.is_cuda:
         return quant_linear_ref(x, qweight, scales, zeros, perm, bits)
     rows = x.shape[0]
-    wide = qweight.shape[1] // GEMM_BLOCK_N >= torch.cuda.get_device_properties(x.device).multi_processor_count
-    if 1 <= rows <= (WIDE_GEMV_MAX_ROWS if wide else GEMV_MAX_ROWS):
+    if 1 <= rows <= GEMV_MAX_ROWS and (rows <= WIDE_GEMV_MAX_ROWS or not _gemm_fills_the_gpu(qweight)):
         return quant_gemv(x, qweight, scales, zeros, perm, bits, split_counters=split_counters)
-    if rows <= FUSED_MAX_ROWS and wide:
+    if rows <= FUSED_MAX_ROWS and _gemm_fills_the_gpu(qweight):
         return quant_gemm(x, qweight, scales, zeros, perm, bits)
     return x @ dequantize(qweight, scales, zeros, perm, bits, x.dtype)
+
+
+def _gemm_fills_the_gpu(qweight: torch.Tensor) -> bool:
+    """Whether the fused GEMM's column programs alone are as many as the GPU's SMs (a wide
+    projection: qkv, gate_up); looked up only past 32 rows, as decode steps also run eagerly."""
+    return qweight.shape[1] // GEMM_BLOCK_N >= torch.cuda.get_device_properties(qweight.device).multi_processor_count
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
