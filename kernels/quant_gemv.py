@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .quant_gemv_packed import _float16_products
-from .quantized_weights import check_layout, dot_tile, k_tile
+from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile
 
 MAX_ROWS = 64  # beyond, the fused GEMM (quant_gemm.py) or cuBLAS: kernels.quant_linear chooses
 
@@ -35,9 +35,7 @@ def _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, k_end, offs_n, n_mask, N,
     mask = n_mask & (tl.full(offs_n.shape, k0, tl.int32) < k_end)
     rows = k0 // PER_WORD + tl.arange(0, WORDS)
     words = tl.load(qweight_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :], mask=mask[None, :], other=0)
-    group = k0 // GROUP
-    scale = tl.load(scales_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
-    zero = tl.load(zeros_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
+    scale, zero = group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, mask, N, GROUP)
     return words, scale, zero
 
 
@@ -173,9 +171,9 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
                split_counters: torch.Tensor | None = None) -> torch.Tensor:
     """x: [M, K] with M <= 64 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
     sizes, split count, warps and batch 1's products (packed, 4-bit only: see packed_products) may
-    be given (benchmarks), else they are chosen here. split_counters:
-    new_split_counters' zeros, which the kernel leaves zero (a projection keeps its own, so a CUDA
-    graph needs no memset); allocated here when not given."""
+    be given (benchmarks), else they are chosen here. split_counters: new_split_counters' zeros,
+    which the kernel leaves zero (a projection keeps its own, so a CUDA graph needs no memset);
+    allocated here when not given."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     assert not packed or bits == 4, "packed float16 products are for 4-bit weights"

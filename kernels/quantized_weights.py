@@ -126,17 +126,18 @@ def dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
     for _ in tl.static_range(JOINS):
         words = tl.reshape(tl.join(words, words), (BLOCK_N, words.shape[1] * 2))
     q = (words >> ((tl.arange(0, BLOCK_K) % PER_WORD) * BITS)[None, :]) & ((1 << BITS) - 1)
-    scale, zero = _group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP)
-    return ((q | 0x4B000000).to(tl.float32, bitcast=True) - zero[:, None]) * scale[:, None]
+    scale, zero = group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP)
+    # a field q read as (q | 0x4B000000) is the float32 2^23 + q, exactly
+    return ((q | 0x4B000000).to(tl.float32, bitcast=True) - (zero + 8388608.0)[:, None]) * scale[:, None]
 
 
 @triton.jit
-def _group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP: tl.constexpr):
-    """The float32 scale and zero point (plus 2^23: a field q read as (q | 0x4B000000) is the
-    float32 2^23 + q, exactly) of the group holding input k0, for columns offs_n."""
+def group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, mask, N, GROUP: tl.constexpr):
+    """The float32 scale and zero point of the group holding input k0, for columns offs_n (0
+    where mask is not set)."""
     group = k0 // GROUP
-    scale = tl.load(scales_ptr + group * N + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-    zero = tl.load(zeros_ptr + group * N + offs_n, mask=n_mask, other=0.0).to(tl.float32) + 8388608.0
+    scale = tl.load(scales_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
+    zero = tl.load(zeros_ptr + group * N + offs_n, mask=mask, other=0.0).to(tl.float32)
     return scale, zero
 
 
