@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from .attention_tiles import dot_keys, dot_values
+from .dependent_launch import dependent_launch, launch_next, wait_for_previous
 from .kv_int8 import check_kv_scales
 
 _LOG2E = 1.4426950408889634
@@ -47,8 +48,10 @@ def _decode_kernel(
     stride_qb, stride_qh, stride_ob, stride_oh, stride_bt,
     HK: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     D: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLITS: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr, CUDA_CORES: tl.constexpr,
+    SPLITS: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr, CUDA_CORES: tl.constexpr, PDL: tl.constexpr,
 ):
+    launch_next(PDL)
+    wait_for_previous(PDL)
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -121,8 +124,10 @@ def _combine_kernel(
     part_ml_ptr,  # [B, Hq, SPLITS, 2] float32
     out_ptr,  # [B, Hq, D]
     stride_ob, stride_oh,
-    HQ: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, SPLITS: tl.constexpr,
+    HQ: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, SPLITS: tl.constexpr, PDL: tl.constexpr,
 ):
+    launch_next(PDL)
+    wait_for_previous(PDL)
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     base = (b * HQ + h) * SPLITS
@@ -170,6 +175,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         return out
     group = hq // hk
     cuda_cores = kv_int8 and group == 1  # see the module docstring
+    pdl = dependent_launch(q)
     # 64 keys and 4 warps also suit CUDA_CORES: fewest instructions per key within 128 registers
     block_n = block_n or max(page, 64 if dim <= 128 else 32)
     parts = (torch.empty(batch, hq, num_splits, dim, dtype=torch.float32, device=q.device),
@@ -181,9 +187,10 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HK=hk, GROUP=group, BLOCK_G=1 if cuda_cores else max(16, triton.next_power_of_2(group)), D=dim,
         BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
-        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores, num_warps=4,
-        num_stages=num_stages)
+        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores, PDL=pdl,
+        launch_pdl=pdl, num_warps=4, num_stages=num_stages)
     if num_splits > 1:
         _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
-                                     BLOCK_D=triton.next_power_of_2(dim), SPLITS=num_splits, num_warps=4)
+                                     BLOCK_D=triton.next_power_of_2(dim), SPLITS=num_splits, PDL=pdl, launch_pdl=pdl,
+                                     num_warps=4)
     return out

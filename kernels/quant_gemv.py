@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .dependent_launch import dependent_launch, launch_next, wait_for_previous
 from .quant_gemv_packed import _float16_products
 from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile
 
@@ -73,7 +74,7 @@ def _float32_products(x_ptr, perm_ptr, words, scale, zero, k0, BITS: tl.constexp
 @triton.jit
 def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
              BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr,
-             BLOCK_K: tl.constexpr, PACKED: tl.constexpr):
+             BLOCK_K: tl.constexpr, PACKED: tl.constexpr, PDL: tl.constexpr):
     """x[k_start:k_end] @ W'[k_start:k_end, offs_n] for one row x: float32 [BLOCK_N].
 
     At batch 1 the instructions spent per weight set the pace as much as the bytes, so the products
@@ -86,6 +87,7 @@ def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end
     acc = tl.zeros([WORDS, BLOCK_N], tl.float32)
     words, scale, zero = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
                                     PER_WORD, GROUP, WORDS)
+    wait_for_previous(PDL)  # the first weights are on their way while the previous kernel ends
     for k0 in range(k_start, k_end, BLOCK_K):
         ahead = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
                            GROUP, WORDS)
@@ -110,7 +112,9 @@ def _quant_gemv_kernel(
     M, N, K, k_per_split, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr, PACKED: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    launch_next(PDL)
     split = tl.program_id(1)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
@@ -120,8 +124,9 @@ def _quant_gemv_kernel(
     k_end = tl.minimum(k_start + k_per_split, K)
     if ROWS == 1:
         acc = _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
-                       BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K, PACKED)[None, :]
+                       BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K, PACKED, PDL)[None, :]
     else:
+        wait_for_previous(PDL)
         acc_t = tl.zeros([BLOCK_N, ROWS], tl.float32)  # out.T = W @ x.T: the weights fill the MMA's rows
         for k0 in range(k_start, k_end, BLOCK_K):
             acc_t = dot_tile(acc_t, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr,
@@ -188,6 +193,7 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     split_k = triton.cdiv(k, k_per_split)  # no empty split
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     blocks = triton.cdiv(n, block_n)
+    pdl = dependent_launch(x)
     if split_k > 1:
         parts = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device)
         if split_counters is None:
@@ -200,5 +206,5 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
         m, n, k, k_per_split, x.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
         PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32,
-        PACKED=packed_products(x, bits) if packed is None else packed, num_warps=num_warps)
+        PACKED=packed_products(x, bits) if packed is None else packed, PDL=pdl, launch_pdl=pdl, num_warps=num_warps)
     return out

@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .dependent_launch import dependent_launch, launch_next, wait_for_previous
+
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float,
                  residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +30,10 @@ def _rms_norm_kernel(
     H: tl.constexpr,
     BLOCK: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    launch_next(PDL)
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < H
@@ -48,12 +53,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     must not read them afterwards."""
     t, h = x.shape
     assert x.is_contiguous() and weight.shape == (h,)
+    pdl = dependent_launch(x)
     if residual is None:
         out = torch.empty_like(x)
         _rms_norm_kernel[(t,)](x, x, out, weight, eps, H=h, BLOCK=triton.next_power_of_2(h),
-                               HAS_RESIDUAL=False, num_warps=8)
+                               HAS_RESIDUAL=False, PDL=pdl, launch_pdl=pdl, num_warps=8)
         return out, x
     assert residual.shape == x.shape and residual.is_contiguous()
     _rms_norm_kernel[(t,)](x, residual, x, weight, eps, H=h, BLOCK=triton.next_power_of_2(h),
-                           HAS_RESIDUAL=True, num_warps=8)
+                           HAS_RESIDUAL=True, PDL=pdl, launch_pdl=pdl, num_warps=8)
     return x, residual

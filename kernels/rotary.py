@@ -8,6 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .dependent_launch import dependent_launch, launch_next, wait_for_previous
 from .kv_int8 import check_kv_scales, quantize_kv_ref
 
 
@@ -97,8 +98,10 @@ def _rotary_write_kv_kernel(
     slot_ptr,  # [T] int64, -1 = padding
     stride_qt, stride_qh, stride_kt, stride_vt,
     HQ: tl.constexpr, HK: tl.constexpr, BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr,
-    HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, KV_INT8: tl.constexpr,
+    HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, KV_INT8: tl.constexpr, PDL: tl.constexpr,
 ):
+    launch_next(PDL)
+    wait_for_previous(PDL)
     t = tl.program_id(0).to(tl.int64)
     pos = tl.load(pos_ptr + t)
     dims = tl.arange(0, BLOCK_HALF)[None, :]
@@ -136,9 +139,11 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions
     if t == 0:
         return
     half = d // 2
+    pdl = dependent_launch(q)
     _rotary_write_kv_kernel[(t,)](q, k, v, positions, cos_sin, k_cache, v_cache,
                                   k_scales if kv_int8 else k_cache, v_scales if kv_int8 else v_cache, slot_mapping,
                                   q.stride(0), q.stride(1), k.stride(0), v.stride(0),
                                   HQ=hq, HK=hk, BLOCK_HQ=triton.next_power_of_2(hq),
                                   BLOCK_HK=triton.next_power_of_2(hk), HALF=half,
-                                  BLOCK_HALF=triton.next_power_of_2(half), KV_INT8=kv_int8, num_warps=4)
+                                  BLOCK_HALF=triton.next_power_of_2(half), KV_INT8=kv_int8, PDL=pdl,
+                                  launch_pdl=pdl, num_warps=4)

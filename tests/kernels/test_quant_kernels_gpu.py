@@ -1,5 +1,6 @@
 """Quantized-weight GEMV / GEMM and the int8 KV cache on the GPU, at bf16 and CodeLlama-7B / 34B
-sizes, against the torch references; and both weight kernels replayed from a CUDA graph."""
+sizes, against the torch references; both weight kernels replayed from a CUDA graph, and a chain
+of kernels launched early (kernels/dependent_launch.py) replayed with new inputs."""
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ from kernels import quant_linear
 from kernels.quant_gemm import quant_gemm
 from kernels.quant_gemv import packed_products, quant_gemv
 from kernels.quantized_weights import quant_linear_ref
+from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import rotary_write_kv, rotary_write_kv_ref
+from kernels.silu_mul import silu_and_mul, silu_and_mul_ref
 from tests.kernels.paged_cases import int8_kv, make_case
 from tests.kernels.quant_cases import make_quant_case
 from tests.kernels.test_kernels_gpu import rel_err, rotary_inputs
@@ -87,6 +90,36 @@ def test_weight_kernels_replay_from_a_cuda_graph(kernel, m):
     graph.replay()
     torch.cuda.synchronize()
     assert rel_err(out, quant_linear_ref(x, *case.args)) < 1e-2
+
+
+@pytest.mark.parametrize("m", [1, 16])
+def test_a_captured_chain_of_dependent_launches_sees_each_result(m):
+    """An MLP's kernels as a decode step chains them (norm with residual, GEMV, SiLU-and-multiply,
+    GEMV, norm), launched early (kernels/dependent_launch.py) and replayed from a CUDA graph with
+    new inputs: each kernel reads what the one before wrote in this replay, and the residual add
+    in place reaches the last norm."""
+    up, down = case_for(4096, 2 * 4096, 4, 128, False), case_for(4096, 4096, 4, 128, False)
+    norm_w = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
+    x, residual = (torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+
+    def mlp(x, residual, norm, silu_mul, linear):
+        h, residual = norm(x, norm_w, 1e-5, residual)
+        y = linear(silu_mul(linear(h, *up.args)), *down.args)
+        return norm(y, norm_w, 1e-5, residual)[0]
+
+    inputs = [t.clone() for t in (x, residual)]
+    mlp(*inputs, rms_norm, silu_and_mul, quant_gemv)  # compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = mlp(*inputs, rms_norm, silu_and_mul, quant_gemv)
+    for _ in range(3):
+        x.normal_(), residual.normal_()
+        for buffer, value in zip(inputs, (x, residual)):
+            buffer.copy_(value)
+        graph.replay()
+        want = mlp(x.clone(), residual.clone(), rms_norm_ref, silu_and_mul_ref, quant_linear_ref)
+        assert rel_err(out, want) < 2e-2
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(32, 32), (64, 8)], ids=["7b", "34b"])
