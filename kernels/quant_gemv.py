@@ -17,6 +17,8 @@ M, so the launch can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
@@ -163,11 +165,27 @@ def new_split_counters(n: int, device: torch.device | str) -> torch.Tensor:
     return torch.zeros(triton.cdiv(n, 16), dtype=torch.int32, device=device)
 
 
-def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int) -> int:
-    """Splits of K giving about eight programs per SM, each split keeping at least four K tiles
-    (the best of `bench kernels`' sweep on an H200, within 5 %, at every 7B projection)."""
-    programs = triton.cdiv(n, block_n)
-    return max(1, min(triton.cdiv(8 * num_sms, programs), k // block_k // 4))
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+    """The default column tile and K splits: about `programs_per_sm` programs per SM, each split
+    keeping at least `least_tiles` K tiles."""
+    block_n: int
+    programs_per_sm: int
+    least_tiles: int
+
+
+# From `bench kernels --only quant-sweeps` on an H200 at the 7B projections. Batch 1 with packed
+# products, swept under dependent launch (2026-12-02, call 9): the four projections of a layer in
+# 60.1 µs against 65.1 with the tiling before (64 columns, 8 per SM, 4 tiles), which 8-bit weights
+# keep (128 columns were slower for them) as do 2-64 rows (swept before, at batch 1).
+PACKED_ONE_ROW = Tiling(block_n=128, programs_per_sm=4, least_tiles=2)
+DEFAULT_TILING = Tiling(block_n=64, programs_per_sm=8, least_tiles=4)
+
+
+def gemv_splits(n: int, k: int, block_k: int, num_sms: int, tiling: Tiling = DEFAULT_TILING) -> int:
+    """Splits of K for the tiling's programs per SM and least K tiles per split."""
+    programs = triton.cdiv(n, tiling.block_n)
+    return max(1, min(triton.cdiv(tiling.programs_per_sm * num_sms, programs), k // block_k // tiling.least_tiles))
 
 
 def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
@@ -182,13 +200,15 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     assert not packed or bits == 4, "packed float16 products are for 4-bit weights"
+    packed = packed_products(x, bits) if packed is None else packed
     k = x.shape[1]
     rows = 1 if m == 1 else max(16, triton.next_power_of_2(m))
-    block_n = block_n or 64
+    tiling = PACKED_ONE_ROW if m == 1 and packed else DEFAULT_TILING
+    block_n = block_n or tiling.block_n
     block_k = min(block_k or 128, k_tile(group))
     if split_k is None:
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-        split_k = gemv_splits(n, k, block_n, block_k, sms)
+        split_k = gemv_splits(n, k, block_k, sms, dataclasses.replace(tiling, block_n=block_n))
     k_per_split = triton.cdiv(triton.cdiv(k, block_k), split_k) * block_k
     split_k = triton.cdiv(k, k_per_split)  # no empty split
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
@@ -206,5 +226,5 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
         m, n, k, k_per_split, x.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
         PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32,
-        PACKED=packed_products(x, bits) if packed is None else packed, PDL=pdl, launch_pdl=pdl, num_warps=num_warps)
+        PACKED=packed, PDL=pdl, launch_pdl=pdl, num_warps=num_warps)
     return out
