@@ -175,9 +175,10 @@ class Tiling:
 
 
 # From `bench kernels --only quant-sweeps` on an H200 at the 7B projections. Batch 1 with packed
-# products, swept under dependent launch (2026-12-02, call 9): the four projections of a layer in
-# 60.1 µs against 65.1 with the tiling before (64 columns, 8 per SM, 4 tiles), which 8-bit weights
-# keep (128 columns were slower for them) as do 2-64 rows (swept before, at batch 1).
+# products, swept under dependent launch (benchmarks/2026-12-02-h200-call9-gemv-sweep.json): a
+# layer's projections in 60.1 µs against 65.1 with the tiling before (64 columns, 8 per SM, 4
+# tiles), which 8-bit weights keep (128 columns were slower for them) as do 2-64 rows (swept
+# before, at batch 1).
 PACKED_ONE_ROW = Tiling(block_n=128, programs_per_sm=4, least_tiles=2)
 DEFAULT_TILING = Tiling(block_n=64, programs_per_sm=8, least_tiles=4)
 
