@@ -1,7 +1,8 @@
 """A/B of the server's host cost on a CPU: interleaved rounds of `codellama serve` from two or more
 source trees, each driven by the same streaming load; per round, the CPU time (utime + stime) of
-the server's HTTP process and of its engine process per 1,000 streamed tokens, and the tokens/s.
-CPU time moves far less with other load on the machine than tokens/s does.
+the server's HTTP process (and of its event loop's thread alone) and of its engine process per
+1,000 streamed tokens, and the tokens/s. CPU time moves far less with other load on the machine
+than tokens/s does.
 
     python -m scripts.server_cpu_ab --rounds 4 --out ab.json \\
         before=../old-checkout "now=.,--cpu-threads,2"
@@ -27,8 +28,9 @@ from web.serve_benchmark import run_serve_benchmark
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, stat: str = "stat") -> float:
+    """utime + stime of a process, or (stat="task/TID/stat") of one of its threads."""
+    fields = Path(f"/proc/{pid}/{stat}").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -50,14 +52,17 @@ def one_round(model: Path, tree: str, extra: list[str], streams: int, requests: 
         engine = children(proc.pid)
         load = dict(concurrency=streams, prompt_len=prompt_len, max_tokens=max_tokens)
         asyncio.run(run_serve_benchmark(f"{url}/v1", num_requests=streams, seed=1, **load))  # warm up
-        before = cpu_seconds(proc.pid), sum(map(cpu_seconds, engine))
+        # the event loop is the server's main thread (its thread id is the process id)
+        loop_stat = f"task/{proc.pid}/stat"
+        before = cpu_seconds(proc.pid), sum(map(cpu_seconds, engine)), cpu_seconds(proc.pid, loop_stat)
         result = asyncio.run(run_serve_benchmark(f"{url}/v1", num_requests=requests, seed=0, **load))
-        after = cpu_seconds(proc.pid), sum(map(cpu_seconds, engine))
+        after = cpu_seconds(proc.pid), sum(map(cpu_seconds, engine)), cpu_seconds(proc.pid, loop_stat)
     finally:
         proc.terminate()
         proc.wait(30)
     tokens = requests * max_tokens
     return {"server_ms_per_1k_tokens": 1e6 * (after[0] - before[0]) / tokens,
+            "event_loop_ms_per_1k_tokens": 1e6 * (after[2] - before[2]) / tokens,
             "engine_ms_per_1k_tokens": 1e6 * (after[1] - before[1]) / tokens,
             "output_tok_per_s": result["output_tok_per_s"]}
 
