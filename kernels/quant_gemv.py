@@ -17,7 +17,7 @@ M, so the launch can be captured in a CUDA graph.
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -165,7 +165,7 @@ def new_split_counters(n: int, device: torch.device | str) -> torch.Tensor:
     return torch.zeros(triton.cdiv(n, 16), dtype=torch.int32, device=device)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class Tiling:
     """The default column tile and K splits: about `programs_per_sm` programs per SM, each split
     keeping at least `least_tiles` K tiles."""
@@ -183,9 +183,10 @@ PACKED_ONE_ROW = Tiling(block_n=128, programs_per_sm=4, least_tiles=2)
 DEFAULT_TILING = Tiling(block_n=64, programs_per_sm=8, least_tiles=4)
 
 
-def gemv_splits(n: int, k: int, block_k: int, num_sms: int, tiling: Tiling = DEFAULT_TILING) -> int:
-    """Splits of K for the tiling's programs per SM and least K tiles per split."""
-    programs = triton.cdiv(n, tiling.block_n)
+def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int, tiling: Tiling = DEFAULT_TILING) -> int:
+    """Splits of K for block_n-wide column programs, by the tiling's programs per SM and least K
+    tiles per split."""
+    programs = triton.cdiv(n, block_n)
     return max(1, min(triton.cdiv(tiling.programs_per_sm * num_sms, programs), k // block_k // tiling.least_tiles))
 
 
@@ -209,7 +210,7 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     block_k = min(block_k or 128, k_tile(group))
     if split_k is None:
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-        split_k = gemv_splits(n, k, block_k, sms, dataclasses.replace(tiling, block_n=block_n))
+        split_k = gemv_splits(n, k, block_n, block_k, sms, tiling)
     k_per_split = triton.cdiv(triton.cdiv(k, block_k), split_k) * block_k
     split_k = triton.cdiv(k, k_per_split)  # no empty split
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)

@@ -94,11 +94,11 @@ def test_gemv_reads_rows_through_their_stride():
 
 def test_tile_and_split_choices():
     assert k_tile(128) == 128 and k_tile(64) == 64 and k_tile(11008) == 128 and k_tile(688) == 16
-    assert gemv_splits(n=12288, k=4096, block_k=128, num_sms=132) == 6  # 192 column blocks
-    assert gemv_splits(n=4096, k=4096, block_k=128, num_sms=132) == 8  # 8 splits of 4 tiles
-    assert gemv_splits(n=4096, k=11008, block_k=128, num_sms=132) == 17
-    assert gemv_splits(n=64, k=64, block_k=64, num_sms=132) == 1  # too short to split
+    assert gemv_splits(n=12288, k=4096, block_n=64, block_k=128, num_sms=132) == 6  # 192 column blocks
+    assert gemv_splits(n=4096, k=4096, block_n=64, block_k=128, num_sms=132) == 8  # 8 splits of 4 tiles
+    assert gemv_splits(n=4096, k=11008, block_n=64, block_k=128, num_sms=132) == 17
+    assert gemv_splits(n=64, k=64, block_n=64, block_k=64, num_sms=132) == 1  # too short to split
     # batch 1's packed products: 128 columns, 4 programs per SM, down to 2 K tiles per split
-    assert gemv_splits(n=12288, k=4096, block_k=128, num_sms=132, tiling=PACKED_ONE_ROW) == 6  # 96 blocks
-    assert gemv_splits(n=4096, k=4096, block_k=128, num_sms=132, tiling=PACKED_ONE_ROW) == 16  # 2 tiles each
-    assert gemv_splits(n=22016, k=4096, block_k=128, num_sms=132, tiling=PACKED_ONE_ROW) == 4
+    assert gemv_splits(n=12288, k=4096, block_n=128, block_k=128, num_sms=132, tiling=PACKED_ONE_ROW) == 6  # 96 blocks
+    assert gemv_splits(n=4096, k=4096, block_n=128, block_k=128, num_sms=132, tiling=PACKED_ONE_ROW) == 16  # 2 tiles
+    assert gemv_splits(n=22016, k=4096, block_n=128, block_k=128, num_sms=132, tiling=PACKED_ONE_ROW) == 4
