@@ -28,14 +28,15 @@ class AttentionMetadata:
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     meta: AttentionMetadata, scale: float, k_scales: torch.Tensor | None = None,
-                    v_scales: torch.Tensor | None = None) -> torch.Tensor:
-    """q: [T, Hq, D] -> [T, Hq, D]. On the GPU decodes go through the split-K decode kernel and
-    the other sequences through the prefill kernel; elsewhere through the torch reference. An
-    int8 cache comes with its scales."""
+                    v_scales: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """q: [T, Hq, D] -> [T, Hq, D] (into `out` when given). On the GPU decodes go through the
+    split-K decode kernel and the other sequences through the prefill kernel; elsewhere through
+    the torch reference. An int8 cache comes with its scales."""
     if not q.is_cuda:
-        return kernels.paged_attention_ref(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
-                                           meta.block_tables, scale, k_scales, v_scales)
-    out = torch.empty_like(q)
+        result = kernels.paged_attention_ref(q, k_cache, v_cache, meta.cu_seqlens_q, meta.context_lens,
+                                             meta.block_tables, scale, k_scales, v_scales)
+        return result if out is None else out.copy_(result)
+    out = torch.empty_like(q) if out is None else out
     nd = meta.num_decodes
     if nd:
         kernels.paged_decode_attention(q[:nd], k_cache, v_cache, meta.block_tables, meta.context_lens, scale,

@@ -9,12 +9,25 @@ split count is fixed per bucket at capture, and it cuts each row's context at ru
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 
 import kernels
 
 from .attention import AttentionMetadata
 from .model import LlamaModel
+
+
+def capture(forward: Callable[[], None], pool: tuple | None) -> torch.cuda.CUDAGraph:
+    """A graph of `forward`, run once first (so that kernels compile outside the capture), its
+    memory from `pool` (None: a new one; `graph.pool()` shares it with the next capture)."""
+    forward()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        forward()
+    return graph
 
 
 def batch_buckets(max_num_seqs: int) -> list[int]:
@@ -53,12 +66,8 @@ class DecodeGraphs:
     def _capture(self) -> None:
         pool = None
         for bs in reversed(self.buckets):
-            self._forward(bs)  # warm up: compiles the kernels outside the capture
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self._forward(bs)
-            pool = graph.pool()
-            self.graphs[bs] = graph
+            self.graphs[bs] = capture(functools.partial(self._forward, bs), pool)
+            pool = self.graphs[bs].pool()
         torch.cuda.synchronize()
 
     def bucket(self, batch: int) -> int | None:

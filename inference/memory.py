@@ -29,7 +29,8 @@ def kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dtype,
 
 def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dtype, device: torch.device) -> float:
     """Bytes for the KV cache: the configured fraction of the card, less the weights, the peak
-    activations of the largest step (measured by running one) and other processes' memory."""
+    activations of the largest step (measured by running one), graphs' memory and other
+    processes' memory."""
     m = model.cfg
     tokens = config.max_num_batched_tokens
     scratch_blocks = -(-tokens // config.block_size)
@@ -54,9 +55,11 @@ def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dt
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
     others = total - free - torch.cuda.memory_reserved(device)
+    # what CUDA graphs captured before now hold beyond their live outputs (their pools keep it)
+    pools = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     sampler = config.max_num_seqs * m.vocab_size * 32  # logits, probabilities, noise of a full batch
     graphs = 0 if config.enforce_eager else 512 << 20
-    return total * config.kv_cache_memory_fraction - others - peak - sampler - graphs
+    return total * config.kv_cache_memory_fraction - others - peak - pools - sampler - graphs
 
 
 def cpu_kv_cache_budget(config: EngineConfig, block_bytes: int) -> float:

@@ -78,24 +78,38 @@ class DecoderLayer(nn.Module):
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, positions: torch.Tensor,
                 cos_sin: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata,
                 kv_scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        qkv, residual = self.project_qkv(hidden, residual)
+        return self.finish(self.attend_qkv(qkv, positions, cos_sin, kv_cache, meta, kv_scales), residual)
+
+    def project_qkv(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer up to attention: (q, k, v of this rank's heads side by side, the residual)."""
         x, residual = kernels.rms_norm(hidden, self.input_layernorm, self.eps, residual)
-        hidden = self.tp.all_reduce(linear(self.attend(x, positions, cos_sin, kv_cache, meta, kv_scales),
-                                           self.o_proj))
-        x, residual = kernels.rms_norm(hidden, self.post_attention_layernorm, self.eps, residual)
-        hidden = self.tp.all_reduce(linear(self.gated(x), self.down_proj))
-        return hidden, residual
+        return linear(x, self.qkv_proj), residual
 
     def attend(self, x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor, kv_cache: torch.Tensor,
                meta: AttentionMetadata, kv_scales: torch.Tensor | None = None) -> torch.Tensor:
-        """The attention output of this rank's heads, [T, heads * head_dim] (o_proj's input)."""
-        t, d = x.shape[0], self.head_dim
-        q, k, v = linear(x, self.qkv_proj).split(
-            [self.num_heads * d, self.num_kv_heads * d, self.num_kv_heads * d], dim=-1)
+        """The attention output of this rank's heads for normed inputs x, [T, heads * head_dim]."""
+        return self.attend_qkv(linear(x, self.qkv_proj), positions, cos_sin, kv_cache, meta, kv_scales)
+
+    def attend_qkv(self, qkv: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor, kv_cache: torch.Tensor,
+                   meta: AttentionMetadata, kv_scales: torch.Tensor | None = None,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotary, the new K/V into the cache, attention: [T, heads * head_dim] (o_proj's input),
+        written into `out` when given. q is rotated in place in qkv."""
+        t, d = qkv.shape[0], self.head_dim
+        q, k, v = qkv.split([self.num_heads * d, self.num_kv_heads * d, self.num_kv_heads * d], dim=-1)
         q, k, v = q.view(t, -1, d), k.view(t, -1, d), v.view(t, -1, d)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         k_scales, v_scales = (None, None) if kv_scales is None else (kv_scales[0], kv_scales[1])
         kernels.rotary_write_kv(q, k, v, positions, cos_sin, k_cache, v_cache, meta.slot_mapping, k_scales, v_scales)
-        return paged_attention(q, k_cache, v_cache, meta, self.scale, k_scales, v_scales).view(t, -1)
+        out = None if out is None else out.view(t, -1, d)
+        return paged_attention(q, k_cache, v_cache, meta, self.scale, k_scales, v_scales, out=out).view(t, -1)
+
+    def finish(self, attn: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer after attention: o_proj, the MLP and their residual adds."""
+        hidden = self.tp.all_reduce(linear(attn, self.o_proj))
+        x, residual = kernels.rms_norm(hidden, self.post_attention_layernorm, self.eps, residual)
+        return self.tp.all_reduce(linear(self.gated(x), self.down_proj)), residual
 
     def gated(self, x: torch.Tensor) -> torch.Tensor:
         """silu(gate) * up, [T, intermediate] (down_proj's input)."""

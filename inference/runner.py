@@ -24,6 +24,7 @@ from .cuda_graphs import DecodeGraphs
 from .memory import kv_cache_budget
 from .model import LlamaModel, TensorParallel
 from .outputs import TokenLogprob
+from .prefill_graphs import PrefillGraphs
 from .sampler import SamplerOutput, SamplingTensors, sample, score
 from .scheduler import Batch
 from .sequence import PENDING
@@ -95,6 +96,11 @@ class ModelRunner:
             load_weights(self.model, config.model_dir)
         cuda = device.type == "cuda"
         self.num_sms = torch.cuda.get_device_properties(device).multi_processor_count if cuda else 1
+        # (captured before the KV cache is sized, which counts their memory; tensor-parallel ranks
+        # run prompts eagerly)
+        self.prefill_graphs = None
+        if cuda and not config.enforce_eager and tp.size == 1:
+            self.prefill_graphs = PrefillGraphs(self.model, device)
         self.num_blocks = self._pool_size()
         cfg, bs = self.model_config, config.block_size
         self.kv_cache, self.kv_scales = allocate_kv_cache(cfg.num_layers, self.num_blocks, bs,
@@ -209,8 +215,9 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, inputs: StepInputs) -> torch.Tensor:
-        """The model over prepared inputs (from a CUDA graph for a decode step, and for a small
-        verifying one); the logits of the sampling rows."""
+        """The model over prepared inputs (from a CUDA graph for a decode step and a small
+        verifying one, from graphs between attentions for other steps of up to 512 tokens); the
+        logits of the sampling rows."""
         meta = inputs.meta
         batch_size = meta.context_lens.shape[0]
         # a graph computes the logits of every row: only for steps of one token per sequence,
@@ -223,7 +230,10 @@ class ModelRunner:
                 and self.verify_graphs.fits(batch_size, meta.max_query_len)):
             return self.verify_graphs.run(inputs.input_ids, inputs.positions, meta.slot_mapping, meta.cu_seqlens_q,
                                           meta.context_lens, meta.block_tables, meta.max_query_len)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_cache, meta, self.kv_scales)
+        forward = self.model
+        if self.prefill_graphs is not None and self.prefill_graphs.fits(inputs.input_ids.shape[0]):
+            forward = self.prefill_graphs.run
+        hidden = forward(inputs.input_ids, inputs.positions, self.kv_cache, meta, self.kv_scales)
         return self.model.compute_logits(hidden[inputs.logit_rows])
 
     @torch.inference_mode()

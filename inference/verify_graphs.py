@@ -13,10 +13,12 @@ verifying steps run eagerly (there a graph gains little: the table's two rows me
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .attention import AttentionMetadata
-from .cuda_graphs import batch_buckets
+from .cuda_graphs import batch_buckets, capture
 from .model import LlamaModel
 
 MAX_BATCH = 64  # the largest verifying batch replayed from a graph
@@ -62,12 +64,8 @@ class VerifyGraphs:
         self.context_lens.fill_(self.max_query_len)  # warm-up rows attend to real (if stale) cache rows
         for bs in reversed(self.buckets):
             for q in range(self.max_query_len, 1, -1):
-                self._forward(bs, q)  # warm up: compiles the kernels outside the capture
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
-                    self._forward(bs, q)
-                pool = graph.pool()
-                self.graphs[bs, q] = graph
+                self.graphs[bs, q] = capture(functools.partial(self._forward, bs, q), pool)
+                pool = self.graphs[bs, q].pool()
         torch.cuda.synchronize()
 
     def run(self, input_ids: torch.Tensor, positions: torch.Tensor, slot_mapping: torch.Tensor,
