@@ -26,6 +26,13 @@ from .model import LlamaModel
 TOKEN_BUCKETS = (16, 32, 64, 96, 128, 192, 256, 384, 512)
 
 
+def token_buckets(max_num_batched_tokens: int) -> tuple[int, ...]:
+    """The buckets a step of at most that many tokens can need (no graph larger than the step)."""
+    if max_num_batched_tokens >= TOKEN_BUCKETS[-1]:
+        return TOKEN_BUCKETS
+    return tuple(b for b in TOKEN_BUCKETS if b < max_num_batched_tokens) + (max_num_batched_tokens,)
+
+
 class PrefillGraphs:
     def __init__(self, model: LlamaModel, device: torch.device, buckets: tuple[int, ...] = TOKEN_BUCKETS,
                  capture_graphs: bool = True):

@@ -24,7 +24,7 @@ from .cuda_graphs import DecodeGraphs
 from .memory import kv_cache_budget
 from .model import LlamaModel, TensorParallel
 from .outputs import TokenLogprob
-from .prefill_graphs import PrefillGraphs
+from .prefill_graphs import PrefillGraphs, token_buckets
 from .sampler import SamplerOutput, SamplingTensors, sample, score
 from .scheduler import Batch
 from .sequence import PENDING
@@ -100,7 +100,7 @@ class ModelRunner:
         # run prompts eagerly)
         self.prefill_graphs = None
         if cuda and not config.enforce_eager and tp.size == 1:
-            self.prefill_graphs = PrefillGraphs(self.model, device)
+            self.prefill_graphs = PrefillGraphs(self.model, device, token_buckets(config.max_num_batched_tokens))
         self.num_blocks = self._pool_size()
         cfg, bs = self.model_config, config.block_size
         self.kv_cache, self.kv_scales = allocate_kv_cache(cfg.num_layers, self.num_blocks, bs,

@@ -8,7 +8,7 @@ import torch
 from inference.attention import AttentionMetadata
 from inference.config import ModelConfig
 from inference.model import LlamaModel
-from inference.prefill_graphs import PrefillGraphs
+from inference.prefill_graphs import TOKEN_BUCKETS, PrefillGraphs, token_buckets
 from inference.weights import load_weights
 from tests.models import tiny_llama
 
@@ -64,3 +64,9 @@ def test_pieces_compute_what_the_forward_does(model, kv_int8):
 def test_steps_beyond_the_largest_bucket_do_not_fit(model):
     pieces = PrefillGraphs(model, torch.device("cpu"), buckets=(4, 8), capture_graphs=False)
     assert pieces.fits(8) and not pieces.fits(9)
+
+
+def test_no_bucket_is_larger_than_a_step_can_be():
+    assert token_buckets(4096) == token_buckets(512) == TOKEN_BUCKETS
+    assert token_buckets(100) == (16, 32, 64, 96, 100)
+    assert token_buckets(64) == (16, 32, 64)
