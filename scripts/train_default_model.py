@@ -6,8 +6,9 @@
    of its permissively licensed distributions, deduplicated, without generated files or the
    held-out packages, turned by every core into Code Llama's training examples;
 2. a Llama (transformers' `LlamaForCausalLM`: RoPE theta 1e6, GQA, tied embeddings) trained with
-   bf16 autocast on random windows for `--train-seconds` (a wall-clock budget; the learning rate
-   follows it), while the workers draw a second set of infilling splits;
+   bf16 autocast on windows for `--train-seconds` (a wall-clock budget; the learning rate follows
+   it), while the workers draw a second set of infilling splits; windows start at random tokens
+   or, with `--windows examples`, at examples' starts (scripts/default_model_windows.py);
 3. exported (scripts/default_model_export.py) as a Hugging Face directory, copied to
    $OUT/codellama-tiny-python (all but the unchanged tokenizer.model) before
 4. the evaluation (scripts/eval_default_model.py) beside the seeded random model.
@@ -33,13 +34,15 @@ import torch
 import torch.nn.functional as F
 
 from inference.model_source import ASSETS, DEFAULT_MODEL_NAME
+from inference.tokenizer import Tokenizer
 from scripts import eval_default_model
 from scripts.default_model_data import joined, prepare_corpus, tokenize_view, write_manifest
 from scripts.default_model_export import PRESETS, export, model_config
+from scripts.default_model_windows import WINDOW_POLICIES, answer_coverage, example_starts, window_offsets
 
 
 TRAINING_SETTINGS = ("seed", "train_seconds", "preset", "batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps",
-                     "weight_decay", "max_source_mb")
+                     "weight_decay", "max_source_mb", "windows")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default", help="model shape ('tiny': CPU check)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--windows", choices=WINDOW_POLICIES, default="random",
+                   help="where training windows start: at random tokens (the shipped model's recipe) or at "
+                        "examples' starts, so that an answer is trained with its whole prompt")
     p.add_argument("--max-positions", type=int, default=2048, help="the config's max_position_embeddings")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -95,8 +101,8 @@ def to_device(tokens: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def train(args: argparse.Namespace, config: dict, views: list[torch.Tensor], pending, log: Log):
-    """The training loop on random windows of the token views; `pending` (an AsyncResult of a
-    further view, or None) joins the views when it is ready."""
+    """The training loop on windows of the token views; `pending` (an AsyncResult of a further
+    view, or None) joins the views when it is ready."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     device = torch.device(args.device)
@@ -112,6 +118,11 @@ def train(args: argparse.Namespace, config: dict, views: list[torch.Tensor], pen
                                   lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
     gen = torch.Generator(device=device).manual_seed(args.seed)
     window = torch.arange(args.seq_len + 1, device=device)
+
+    def view_starts(view: torch.Tensor) -> torch.Tensor | None:
+        return example_starts(view, config["bos_token_id"], args.seq_len) if args.windows == "examples" else None
+
+    starts = [view_starts(view) for view in views]
     step, tokens_seen, loss_sum, losses = 0, 0, torch.zeros((), device=device), 0
     start = last = time.monotonic()
     last_tokens = 0
@@ -119,7 +130,7 @@ def train(args: argparse.Namespace, config: dict, views: list[torch.Tensor], pen
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args, step, elapsed / args.train_seconds)
         data = views[step % len(views)]
-        offsets = torch.randint(0, len(data) - args.seq_len - 1, (args.batch_size,), device=device, generator=gen)
+        offsets = window_offsets(data, starts[step % len(views)], args.batch_size, args.seq_len, gen)
         batch = data[offsets[:, None] + window].long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(input_ids=batch[:, :-1], use_cache=False).logits
@@ -141,6 +152,7 @@ def train(args: argparse.Namespace, config: dict, views: list[torch.Tensor], pen
             losses, last, last_tokens = 0, now, tokens_seen
         if pending is not None and pending.ready():
             views.append(to_device(joined(pending.get())[0], device))
+            starts.append(view_starts(views[-1]))
             pending = None
             log(f"a second draw of the examples joined: {len(views[-1]) / 1e6:.1f} M tokens")
     log(f"trained {step} steps, {tokens_seen / 1e6:.1f} M tokens in {time.monotonic() - start:.0f} s")
@@ -173,11 +185,16 @@ def main(argv: list[str] | None = None) -> None:
         del results
         pending = tokenize_view(pool, corpus, str(tokenizer), view=1)
         config = model_config(args.preset, 4096, args.max_positions)
+        view = to_device(tokens, torch.device(args.device))
+        middle_id = Tokenizer(str(tokenizer)).infill_id("middle")
+        with_prompt, untrained = answer_coverage(view, config["bos_token_id"], middle_id, args.seq_len, args.windows)
+        log(f"windows at {args.windows} positions: of the infilling answers' targets they train, {with_prompt:.1%} "
+            f"have their whole prompt in the window; {untrained:.1%} of all answer targets lie beyond every window")
         left = args.total_seconds - args.eval_seconds - (time.monotonic() - log.start)
         if left < args.train_seconds:
             log(f"training for {left:.0f} s, not {args.train_seconds:.0f} s, to finish in {args.total_seconds:.0f} s")
             args.train_seconds = left
-        model, training = train(args, config, [to_device(tokens, torch.device(args.device))], pending, log)
+        model, training = train(args, config, [view], pending, log)
     model_dir = work / DEFAULT_MODEL_NAME
     shutil.rmtree(model_dir, ignore_errors=True)
     settings = {k: v for k, v in vars(args).items() if k in TRAINING_SETTINGS}
