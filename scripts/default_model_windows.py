@@ -7,7 +7,8 @@ token usually cuts into an example: its answer is then trained without the start
 (an infilling middle without its ▁<PRE> and part of its prefix or suffix). Windows that start at
 an example's BOS keep every example that begins inside them whole up to the window's end.
 
-    offsets = window_offsets(data, starts, 64, 1024, generator)   # starts = example_starts(data, bos)
+    starts = example_starts(data, bos_id, 1024)
+    offsets = window_offsets(data, starts, 64, 1024, generator)   # None for starts: at random tokens
 """
 
 from __future__ import annotations
