@@ -58,7 +58,7 @@ def gpu_kv_cache_budget(model: LlamaModel, config: EngineConfig, dtype: torch.dt
     # what CUDA graphs captured before now hold beyond their live outputs (their pools keep it)
     pools = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     sampler = config.max_num_seqs * m.vocab_size * 32  # logits, probabilities, noise of a full batch
-    graphs = 0 if config.enforce_eager else 512 << 20
+    graphs = 0 if config.enforce_eager else 512 << 20  # the decode and verify graphs, captured after the sizing
     return total * config.kv_cache_memory_fraction - others - peak - pools - sampler - graphs
 
 
