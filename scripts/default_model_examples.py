@@ -5,7 +5,9 @@
   positions drawn uniformly into prefix / middle / suffix (Code Llama's split) or, with probability
   `line_hole_rate`, around one to three whole lines (the hole an editor asks to fill: the model
   trained on uniform splits alone never learned where a line's middle ends: 0 of 400 held-out
-  single-line holes, benchmarks/2026-12-01-h200-default-model-eval.json), laid out as `inference/prompts.py`'s
+  single-line holes, benchmarks/2026-12-01-h200-default-model-eval.json), half of them in the
+  editor's layout, the last line's newline left in the suffix (a cursor on an emptied line: the
+  evaluation's holes), laid out as `inference/prompts.py`'s
   `infill_prompt` lays it out (half prefix-suffix-middle, half suffix-prefix-middle), then the
   middle as `encode_infilling` encodes it, then `▁<EOT>`; otherwise plain text, BOS ... EOS;
 - with probability `instruct_rate`, a documented function becomes a chat example in Meta's
@@ -125,12 +127,16 @@ def infill_example(tok: Tokenizer, doc: str, rng: random.Random, suffix_first: b
 
 
 def line_hole(doc: str, rng: random.Random) -> tuple[int, int]:
-    """Character positions around one to three whole lines of `doc`, drawn uniformly."""
+    """Character positions around one to three whole lines of `doc`, drawn uniformly; half the
+    time the hole ends before the last line's newline, as an editor's emptied line does (never
+    emptying a hole of one blank line: no editor asks to fill nothing)."""
     lines = doc.splitlines(keepends=True)
     first = rng.randrange(len(lines))
     last = min(len(lines), first + rng.randint(1, 3))
     start = sum(map(len, lines[:first]))
-    return start, start + sum(map(len, lines[first:last]))
+    end = start + sum(map(len, lines[first:last]))
+    keeps_newline = rng.random() < 0.5 or not lines[last - 1].endswith("\n") or end - 1 == start
+    return start, end if keeps_newline else end - 1
 
 
 def chat_example(tok: Tokenizer, request: str, answer: str, system: str | None = None) -> list[int]:

@@ -42,7 +42,7 @@ from scripts.default_model_windows import WINDOW_POLICIES, answer_coverage, exam
 
 
 TRAINING_SETTINGS = ("seed", "train_seconds", "preset", "batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps",
-                     "weight_decay", "max_source_mb", "windows")
+                     "weight_decay", "max_source_mb", "windows", "compile")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--windows", choices=WINDOW_POLICIES, default="random",
                    help="where training windows start: at random tokens (the shipped model's recipe) or at "
                         "examples' starts, so that an answer is trained with its whole prompt")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="train through torch.compile")
     p.add_argument("--max-positions", type=int, default=2048, help="the config's max_position_embeddings")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -119,6 +121,14 @@ def train(args: argparse.Namespace, config: dict, views: list[torch.Tensor], pen
     gen = torch.Generator(device=device).manual_seed(args.seed)
     window = torch.arange(args.seq_len + 1, device=device)
 
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(input_ids=batch[:, :-1], use_cache=False).logits
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+    if args.compile:  # fuses the norms, rotary, SiLU and the loss, and drops the per-layer Python; its compile
+        loss_of = torch.compile(loss_of)  # time comes out of the training budget
+
     def view_starts(view: torch.Tensor) -> torch.Tensor | None:
         return example_starts(view, config["bos_token_id"], args.seq_len) if args.windows == "examples" else None
 
@@ -132,9 +142,7 @@ def train(args: argparse.Namespace, config: dict, views: list[torch.Tensor], pen
         data = views[step % len(views)]
         offsets = window_offsets(data, starts[step % len(views)], args.batch_size, args.seq_len, gen)
         batch = data[offsets[:, None] + window].long()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(input_ids=batch[:, :-1], use_cache=False).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        loss = loss_of(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
