@@ -6,8 +6,8 @@
    of its permissively licensed distributions, deduplicated, without generated files or the
    held-out packages, turned by every core into Code Llama's training examples;
 2. a Llama (transformers' `LlamaForCausalLM`: RoPE theta 1e6, GQA, tied embeddings) trained with
-   bf16 autocast on windows for `--train-seconds` (a wall-clock budget; the learning rate follows
-   it), while the workers draw a second set of infilling splits; windows start at random tokens
+   bf16 autocast, through torch.compile on a GPU, on windows for `--train-seconds` (a wall-clock
+   budget; the learning rate follows it), while the workers draw a second set of infilling splits; windows start at random tokens
    or, with `--windows examples`, at examples' starts (scripts/default_model_windows.py);
 3. exported (scripts/default_model_export.py) as a Hugging Face directory, copied to
    $OUT/codellama-tiny-python (all but the unchanged tokenizer.model) before
@@ -50,18 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="what comes back: model files, manifest, log, evaluation")
     p.add_argument("--work", default=None, help="scratch folder of the full model directory (default: a temporary one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-seconds", type=float, default=300, help="wall-clock budget of the training loop")
-    p.add_argument("--total-seconds", type=float, default=530,
+    p.add_argument("--train-seconds", type=float, default=450, help="wall-clock budget of the training loop")
+    p.add_argument("--total-seconds", type=float, default=585,
                    help="budget of the whole command: training ends early so that export and evaluation still fit")
-    p.add_argument("--eval-seconds", type=float, default=150, help="time kept for export and evaluation")
+    p.add_argument("--eval-seconds", type=float, default=90, help="time kept for export and evaluation")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default", help="model shape ('tiny': CPU check)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--windows", choices=WINDOW_POLICIES, default="random",
                    help="where training windows start: at random tokens (the shipped model's recipe) or at "
                         "examples' starts, so that an answer is trained with its whole prompt")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="train through torch.compile")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="train through torch.compile (default: on a GPU, where it trains 1.9x the tokens a second)")
     p.add_argument("--max-positions", type=int, default=2048, help="the config's max_position_embeddings")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -74,7 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-seconds", type=float, default=10)
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--eval-args", default="", help="extra arguments of scripts/eval_default_model.py")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.compile is None:
+        args.compile = args.device.startswith("cuda")
+    return args
 
 
 class Log:
