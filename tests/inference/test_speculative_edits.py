@@ -76,12 +76,17 @@ def test_the_workload_compares_each_mode_with_off_and_prices_its_steps(tokenizer
     rows = run(lambda **kw: LLMEngine(num_kv_blocks=32, **kw), requests, modes=("ngram",), batch_sizes=(1,),
                step_times=flat)
     assert [(r["form"], r["mode"]) for r in rows] == [(f, m) for f in FORMS for m in ("off", "ngram")]
+    saved_steps = 0
     for off, ngram in zip(rows[::2], rows[1::2]):
         assert off["identical"] == ngram["identical"] == 1 and off["drafted"] == 0
         assert off["projected_ms"] == off["generated"] - 1
-        assert ngram["projected_ms"] == round(ngram["steps_per_token"] * ngram["generated"]) - 1 < off["projected_ms"]
+        assert ngram["projected_ms"] == round(ngram["steps_per_token"] * ngram["generated"]) - 1 <= off["projected_ms"]
         assert ngram["projected_speedup_vs_off"] == off["projected_ms"] / ngram["projected_ms"]
-        assert 0 < ngram["acceptance"] <= 1 and ngram["accepted"] == ngram["accepted_per_draft"] * ngram["drafts"]
+        if ngram["drafts"]:
+            assert 0 <= ngram["acceptance"] <= 1
+            assert ngram["accepted"] == pytest.approx(ngram["accepted_per_draft"] * ngram["drafts"])
+        saved_steps += off["projected_ms"] - ngram["projected_ms"]
+    assert saved_steps > 0  # whether one answer copies enough of its function to draft from is the model's call
 
 
 async def _stream(client: httpx.AsyncClient, prompt: str, leave_after: int | None) -> None:
