@@ -7,8 +7,9 @@
    held-out packages, turned by every core into Code Llama's training examples;
 2. a Llama (transformers' `LlamaForCausalLM`: RoPE theta 1e6, GQA, tied embeddings) trained with
    bf16 autocast, through torch.compile on a GPU, on windows for `--train-seconds` (a wall-clock
-   budget; the learning rate follows it), while the workers draw a second set of infilling splits; windows start at random tokens
-   or, with `--windows examples`, at examples' starts (scripts/default_model_windows.py);
+   budget; the learning rate follows it), while the workers draw a second set of infilling
+   splits; windows start at random tokens or, with `--windows examples`, at examples' starts
+   (scripts/default_model_windows.py);
 3. exported (scripts/default_model_export.py) as a Hugging Face directory, copied to
    $OUT/codellama-tiny-python (all but the unchanged tokenizer.model) before
 4. the evaluation (scripts/eval_default_model.py) beside the seeded random model.
