@@ -20,7 +20,7 @@ import kernels
 
 from .attention import AttentionMetadata, paged_attention
 from .config import ModelConfig
-from .quant import QuantizedLinear, QuantScheme, linear
+from .quant import QuantizedLinear, QuantScheme, linear, packed_input
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +83,9 @@ class DecoderLayer(nn.Module):
 
     def project_qkv(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer up to attention: (q, k, v of this rank's heads side by side, the residual)."""
-        x, residual = kernels.rms_norm(hidden, self.input_layernorm, self.eps, residual)
-        return linear(x, self.qkv_proj), residual
+        packed = packed_input(hidden, self.qkv_proj)
+        x, residual = kernels.rms_norm(hidden, self.input_layernorm, self.eps, residual, packed)
+        return linear(x, self.qkv_proj, packed), residual
 
     def attend(self, x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor, kv_cache: torch.Tensor,
                meta: AttentionMetadata, kv_scales: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,14 +107,19 @@ class DecoderLayer(nn.Module):
         return paged_attention(q, k_cache, v_cache, meta, self.scale, k_scales, v_scales, out=out).view(t, -1)
 
     def finish(self, attn: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer after attention: o_proj, the MLP and their residual adds."""
+        """The layer after attention: o_proj, the MLP and their residual adds. A batch-1 step's 4-bit
+        GEMVs read their inputs as the norm and SiLU kernels pack them (kernels/gemv_input.py)."""
         hidden = self.tp.all_reduce(linear(attn, self.o_proj))
-        x, residual = kernels.rms_norm(hidden, self.post_attention_layernorm, self.eps, residual)
-        return self.tp.all_reduce(linear(self.gated(x), self.down_proj)), residual
+        packed = packed_input(hidden, self.gate_up_proj)
+        x, residual = kernels.rms_norm(hidden, self.post_attention_layernorm, self.eps, residual, packed)
+        down_packed = packed_input(x, self.down_proj)
+        return self.tp.all_reduce(linear(self.gated(x, packed, down_packed), self.down_proj, down_packed)), residual
 
-    def gated(self, x: torch.Tensor) -> torch.Tensor:
-        """silu(gate) * up, [T, intermediate] (down_proj's input)."""
-        return kernels.silu_and_mul(linear(x, self.gate_up_proj))
+    def gated(self, x: torch.Tensor, packed: torch.Tensor | None = None,
+              packed_out: torch.Tensor | None = None) -> torch.Tensor:
+        """silu(gate) * up, [T, intermediate] (down_proj's input); packed: x packed for gate_up's
+        GEMV, packed_out: a buffer for the result packed for down's."""
+        return kernels.silu_and_mul(linear(x, self.gate_up_proj, packed), packed_out)
 
 
 class LlamaModel(nn.Module):

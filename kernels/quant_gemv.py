@@ -24,7 +24,8 @@ import triton
 import triton.language as tl
 
 from .dependent_launch import dependent_launch, launch_next, wait_for_previous
-from .quant_gemv_packed import _float16_products
+from .gemv_input import WORDS as PACKED_INPUT_WORDS, load_packed_input
+from .quant_gemv_packed import float16_products, pack_inputs
 from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile
 
 MAX_ROWS = 64  # beyond, the fused GEMM (quant_gemm.py) or cuBLAS: kernels.quant_linear chooses
@@ -74,27 +75,33 @@ def _float32_products(x_ptr, perm_ptr, words, scale, zero, k0, BITS: tl.constexp
 
 
 @triton.jit
-def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
+def _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, packed_input_ptr, k_start, k_end, offs_n, n_mask, N,
              BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr,
-             BLOCK_K: tl.constexpr, PACKED: tl.constexpr, PDL: tl.constexpr):
+             BLOCK_K: tl.constexpr, PACKED: tl.constexpr, PACKED_INPUT: tl.constexpr, PDL: tl.constexpr):
     """x[k_start:k_end] @ W'[k_start:k_end, offs_n] for one row x: float32 [BLOCK_N].
 
     At batch 1 the instructions spent per weight set the pace as much as the bytes, so the products
     are made with as few as the hardware allows: 4-bit weights in packed float16 pairs on the GPU
     (PACKED: quant_gemv_packed.py), else in float32 (_float32_products). The next tile's loads are in
     flight while one is computed (two tiles ahead measured slower on an H200: 2.97 against 2.82
-    ms per 7B token)."""
+    ms per 7B token), with its inputs when they come packed (PACKED_INPUT: kernels/gemv_input.py)."""
     PER_WORD: tl.constexpr = 32 // BITS
     WORDS: tl.constexpr = BLOCK_K // PER_WORD
     acc = tl.zeros([WORDS, BLOCK_N], tl.float32)
     words, scale, zero = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k_start, k_end, offs_n, n_mask, N,
                                     PER_WORD, GROUP, WORDS)
     wait_for_previous(PDL)  # the first weights are on their way while the previous kernel ends
+    if PACKED_INPUT:
+        inputs = load_packed_input(packed_input_ptr, k_start, k_end, WORDS)
     for k0 in range(k_start, k_end, BLOCK_K):
         ahead = _load_tile(qweight_ptr, scales_ptr, zeros_ptr, k0 + BLOCK_K, k_end, offs_n, n_mask, N, PER_WORD,
                            GROUP, WORDS)
-        if PACKED:
-            acc += _float16_products(x_ptr, perm_ptr, words, scale, zero, k0, HAS_PERM, WORDS)
+        if PACKED_INPUT:
+            inputs_ahead = load_packed_input(packed_input_ptr, k0 + BLOCK_K, k_end, WORDS)
+            acc += float16_products(inputs, words, scale, zero)
+            inputs = inputs_ahead
+        elif PACKED:
+            acc += float16_products(pack_inputs(x_ptr, perm_ptr, k0, HAS_PERM, WORDS), words, scale, zero)
         else:
             acc += _float32_products(x_ptr, perm_ptr, words, scale, zero, k0, BITS, HAS_PERM, WORDS)
         words, scale, zero = ahead
@@ -108,13 +115,14 @@ def _quant_gemv_kernel(
     scales_ptr,  # [K / GROUP, N]
     zeros_ptr,  # [K / GROUP, N]
     perm_ptr,  # [K] int32: the input channel of each weight row (read when HAS_PERM)
+    packed_input_ptr,  # [K / 8, 5] int32: x packed by its producer (read when PACKED_INPUT)
     out_ptr,  # [M, N] output
     part_ptr,  # [splits, M, N] float32 partial sums (when PARTIAL)
     done_ptr,  # [column blocks] int32 splits finished, zero between launches (when PARTIAL)
     M, N, K, k_per_split, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr, PACKED: tl.constexpr,
-    PDL: tl.constexpr,
+    PACKED_INPUT: tl.constexpr, PDL: tl.constexpr,
 ):
     launch_next(PDL)
     split = tl.program_id(1)
@@ -125,8 +133,8 @@ def _quant_gemv_kernel(
     k_start = split * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
     if ROWS == 1:
-        acc = _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, k_start, k_end, offs_n, n_mask, N,
-                       BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K, PACKED, PDL)[None, :]
+        acc = _one_row(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, perm_ptr, packed_input_ptr, k_start, k_end, offs_n,
+                       n_mask, N, BITS, GROUP, HAS_PERM, BLOCK_N, BLOCK_K, PACKED, PACKED_INPUT, PDL)[None, :]
     else:
         wait_for_previous(PDL)
         acc_t = tl.zeros([BLOCK_N, ROWS], tl.float32)  # out.T = W @ x.T: the weights fill the MMA's rows
@@ -159,6 +167,12 @@ def packed_products(x: torch.Tensor, bits: int) -> bool:
     return bits == 4 and x.is_cuda and torch.version.cuda is not None and x.dtype in (torch.bfloat16, torch.float16)
 
 
+def takes_packed_input(x: torch.Tensor, bits: int, perm: torch.Tensor | None) -> bool:
+    """Whether quant_gemv can read x packed by the kernel that made it (kernels/gemv_input.py):
+    one row on packed products, its inputs in order (no act-order permutation)."""
+    return x.shape[0] == 1 and perm is None and packed_products(x, bits)
+
+
 def new_split_counters(n: int, device: torch.device | str) -> torch.Tensor:
     """Split counters for a projection of n outputs (quant_gemv's split_counters): one per column
     block of the narrowest tile (16), all zero."""
@@ -182,6 +196,15 @@ class Tiling:
 PACKED_ONE_ROW = Tiling(block_n=128, programs_per_sm=4, least_tiles=2)
 DEFAULT_TILING = Tiling(block_n=64, programs_per_sm=8, least_tiles=4)
 
+# (K, N) -> (block_n, K splits) for batch 1 on inputs packed by their producer where a sweep found
+# a tiling at least 3 % faster than PACKED_ONE_ROW's (an H200, 8 layers' weights
+# per CUDA graph: benchmarks/2026-12-02-h200-packed-gemv-sweep.json, µs): CodeLlama-7B's gate_up
+# 20.81 against 21.65, down_proj 12.61 / 13.08; 34B's gate_up 62.76 / 70.02, down_proj 34.57 /
+# 37.00. The very wide gate_up wants narrow columns and more programs, down_proj wide columns and
+# fewer, which no programs-per-SM rule gave both of. (o_proj, whose input is not packed, measured
+# the same either way: 8.02 against 8.03.)
+MEASURED_ONE_ROW = {(4096, 22016): (64, 8), (11008, 4096): (256, 17), (8192, 44032): (64, 4), (22016, 8192): (256, 8)}
+
 
 def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int, tiling: Tiling = DEFAULT_TILING) -> int:
     """Splits of K for block_n-wide column programs, by the tiling's programs per SM and least K
@@ -193,19 +216,25 @@ def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int, tiling
 def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, split_k: int | None = None, block_n: int | None = None,
                block_k: int | None = None, num_warps: int = 4, packed: bool | None = None,
-               split_counters: torch.Tensor | None = None) -> torch.Tensor:
+               split_counters: torch.Tensor | None = None, packed_input: torch.Tensor | None = None) -> torch.Tensor:
     """x: [M, K] with M <= 64 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
     sizes, split count, warps and batch 1's products (packed, 4-bit only: see packed_products) may
     be given (benchmarks), else they are chosen here. split_counters: new_split_counters' zeros,
     which the kernel leaves zero (a projection keeps its own, so a CUDA graph needs no memset);
-    allocated here when not given."""
+    allocated here when not given. packed_input: x as kernels/gemv_input.py packs it, read instead
+    of x (where takes_packed_input)."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     assert not packed or bits == 4, "packed float16 products are for 4-bit weights"
     packed = packed_products(x, bits) if packed is None else packed
     k = x.shape[1]
+    if packed_input is not None:
+        assert takes_packed_input(x, bits, perm) and packed, "a packed input is for one row on packed products"
+        assert packed_input.dtype == torch.int32 and packed_input.shape == (k // 8, PACKED_INPUT_WORDS.value)
     rows = 1 if m == 1 else max(16, triton.next_power_of_2(m))
     tiling = PACKED_ONE_ROW if m == 1 and packed else DEFAULT_TILING
+    if packed_input is not None and block_n is None and split_k is None and (k, n) in MEASURED_ONE_ROW:
+        block_n, split_k = MEASURED_ONE_ROW[k, n]
     block_n = block_n or tiling.block_n
     block_k = min(block_k or 128, k_tile(group))
     if split_k is None:
@@ -224,9 +253,10 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     else:
         parts = split_counters = out  # not read
     _quant_gemv_kernel[(blocks, split_k)](
-        x, qweight, scales, zeros, perm if perm is not None else qweight, out, parts, split_counters,
+        x, qweight, scales, zeros, perm if perm is not None else qweight,
+        packed_input if packed_input is not None else qweight, out, parts, split_counters,
         m, n, k, k_per_split, x.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
         PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32,
-        PACKED=packed, PDL=pdl, launch_pdl=pdl, num_warps=num_warps)
+        PACKED=packed, PACKED_INPUT=packed_input is not None, PDL=pdl, launch_pdl=pdl, num_warps=num_warps)
     return out

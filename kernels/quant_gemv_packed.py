@@ -12,7 +12,8 @@ Float16 spans far fewer powers of two than bfloat16, so each row of a tile (8 in
 a power of two that brings its largest input to [2^8, 2^9) (exact, and the 19 binades below the
 largest are kept whole), and undone in float32 with the group's scale. Each half of a word's
 float16 sum holds at most four products below 2^13, so it cannot overflow; it leaves float16 after
-each word.
+each word. The inputs are packed once per tile here (pack_inputs), or loaded as the kernel that
+made them packed them (kernels/gemv_input.py).
 
 PTX inline assembly runs only on an NVIDIA GPU; Triton's interpreter (and so the CPU tests) runs
 the float32 path, and the GPU tests compare this one with the reference.
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+from .gemv_input import HEADROOM, row_scale
 
 # (x_lo, x_hi) float32 -> one register holding float16 (x_lo, x_hi)
 _PAIR = tl.constexpr("cvt.rn.f16x2.f32 $0, $2, $1;")
@@ -68,19 +71,9 @@ def _input(x_ptr, perm_ptr, inputs, HAS_PERM: tl.constexpr):
 
 
 @triton.jit
-def _row_scale(top, HEADROOM: tl.constexpr):
-    """Powers of two (up, down) with top * up in [2^HEADROOM, 2^(HEADROOM + 1)) and up * down = 1,
-    from top's exponent field E (clamped so both stay normal floats; top = 0 gives any)."""
-    e = tl.maximum((top.to(tl.int32, bitcast=True) >> 23) & 0xFF, HEADROOM + 1)
-    up = ((254 + HEADROOM - e) << 23).to(tl.float32, bitcast=True)
-    down = ((e - HEADROOM) << 23).to(tl.float32, bitcast=True)
-    return up, down
-
-
-@triton.jit
-def _float16_products(x_ptr, perm_ptr, words, scale, zero, k0, HAS_PERM: tl.constexpr, WORDS: tl.constexpr):
-    """One tile's share of x @ W' for one row x and 4-bit weights, [WORDS, BLOCK_N] float32, as
-    quant_gemv._float32_products makes it, the products in float16 pairs."""
+def pack_inputs(x_ptr, perm_ptr, k0, HAS_PERM: tl.constexpr, WORDS: tl.constexpr):
+    """The inputs of one tile's WORDS rows as kernels/gemv_input.py packs them: four [WORDS] int32
+    pairs and the [WORDS] float32 powers of two that undo their scaling."""
     first = (k0 // 8 + tl.arange(0, WORDS)) * 8  # each row's first input
     x0 = _input(x_ptr, perm_ptr, first + 0, HAS_PERM)
     x1 = _input(x_ptr, perm_ptr, first + 1, HAS_PERM)
@@ -92,12 +85,21 @@ def _float16_products(x_ptr, perm_ptr, words, scale, zero, k0, HAS_PERM: tl.cons
     x7 = _input(x_ptr, perm_ptr, first + 7, HAS_PERM)
     top = tl.maximum(tl.maximum(tl.maximum(tl.abs(x0), tl.abs(x1)), tl.maximum(tl.abs(x2), tl.abs(x3))),
                      tl.maximum(tl.maximum(tl.abs(x4), tl.abs(x5)), tl.maximum(tl.abs(x6), tl.abs(x7))))
-    up, down = _row_scale(top, 8)
+    up, down = row_scale(top, HEADROOM)
+    return (_pack(x0 * up, x4 * up), _pack(x1 * up, x5 * up), _pack(x2 * up, x6 * up), _pack(x3 * up, x7 * up),
+            down)
+
+
+@triton.jit
+def float16_products(inputs, words, scale, zero):
+    """One tile's share of x @ W' for one row x and 4-bit weights, [WORDS, BLOCK_N] float32, as
+    quant_gemv._float32_products makes it, the products in float16 pairs; inputs: pack_inputs'
+    (or load_packed_input's) pairs and powers of two."""
     z_sub = _pack(1024.0 + zero, 1024.0 + zero)[None, :]
     z_fma = _pack(-64.0 - zero, -64.0 - zero)[None, :]
+    pairs0, pairs1, pairs2, pairs3, down = inputs
     tile = tl.inline_asm_elementwise(
         _DOT8, "=f,r,r,r,r,r,r,r",
-        [words, _pack(x0 * up, x4 * up)[:, None], _pack(x1 * up, x5 * up)[:, None],
-         _pack(x2 * up, x6 * up)[:, None], _pack(x3 * up, x7 * up)[:, None], z_sub, z_fma],
+        [words, pairs0[:, None], pairs1[:, None], pairs2[:, None], pairs3[:, None], z_sub, z_fma],
         dtype=tl.float32, is_pure=True, pack=1)
     return tile * (down[:, None] * scale[None, :])

@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from .dependent_launch import dependent_launch, launch_next, wait_for_previous
+from .gemv_input import store_packed_input
 
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float,
@@ -26,10 +27,12 @@ def _rms_norm_kernel(
     residual_ptr,  # [T, H] residual; overwritten with x + residual (unused without one)
     out_ptr,  # [T, H] output
     w_ptr,  # [H] weight
+    packed_ptr,  # [H / 8, 5] int32: the output packed for the batch-1 GEMV (written when PACK)
     eps,
     H: tl.constexpr,
     BLOCK: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
+    PACK: tl.constexpr,
     PDL: tl.constexpr,
 ):
     launch_next(PDL)
@@ -44,22 +47,26 @@ def _rms_norm_kernel(
     h = x.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(h * h, axis=0) / H + eps)
     w = tl.load(w_ptr + offs, mask=mask)
-    tl.store(out_ptr + row * H + offs, (h * rstd).to(x.dtype) * w, mask=mask)
+    out = (h * rstd).to(x.dtype) * w
+    tl.store(out_ptr + row * H + offs, out, mask=mask)
+    if PACK:
+        store_packed_input(packed_ptr, out.to(tl.float32), 0, H, BLOCK)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
-             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
+             packed_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Same result as rms_norm_ref; x and residual are reused as output buffers, so the caller
-    must not read them afterwards."""
+    must not read them afterwards. packed_out: a buffer for one row's output packed for the
+    batch-1 GEMV (kernels/gemv_input.py), written too when given."""
     t, h = x.shape
     assert x.is_contiguous() and weight.shape == (h,)
+    assert packed_out is None or (t == 1 and h % 8 == 0)
     pdl = dependent_launch(x)
-    if residual is None:
-        out = torch.empty_like(x)
-        _rms_norm_kernel[(t,)](x, x, out, weight, eps, H=h, BLOCK=triton.next_power_of_2(h),
-                               HAS_RESIDUAL=False, PDL=pdl, launch_pdl=pdl, num_warps=8)
-        return out, x
-    assert residual.shape == x.shape and residual.is_contiguous()
-    _rms_norm_kernel[(t,)](x, residual, x, weight, eps, H=h, BLOCK=triton.next_power_of_2(h),
-                           HAS_RESIDUAL=True, PDL=pdl, launch_pdl=pdl, num_warps=8)
-    return x, residual
+    out = torch.empty_like(x) if residual is None else x
+    if residual is not None:
+        assert residual.shape == x.shape and residual.is_contiguous()
+    _rms_norm_kernel[(t,)](x, x if residual is None else residual, out, weight,
+                           x if packed_out is None else packed_out, eps, H=h, BLOCK=triton.next_power_of_2(h),
+                           HAS_RESIDUAL=residual is not None, PACK=packed_out is not None, PDL=pdl, launch_pdl=pdl,
+                           num_warps=8)
+    return out, x if residual is None else residual

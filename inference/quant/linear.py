@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from kernels.quant_gemv import new_split_counters
+from kernels.gemv_input import new_packed_input
+from kernels.quant_gemv import new_split_counters, takes_packed_input
 
 from .scheme import QuantScheme
 
@@ -41,8 +42,17 @@ class QuantizedLinear(nn.Module):
         """(out_features, in_features), as a dense weight's."""
         return self.out_features, self.in_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return kernels.quant_linear(x, self.qweight, self.scales, self.zeros, self.perm, self.bits, self.split_counters)
+    def forward(self, x: torch.Tensor, packed_input: torch.Tensor | None = None) -> torch.Tensor:
+        return kernels.quant_linear(x, self.qweight, self.scales, self.zeros, self.perm, self.bits, self.split_counters,
+                                    packed_input)
+
+    def packed_input_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A buffer for this projection's input packed by the kernel that makes it
+        (kernels/gemv_input.py), where the GEMV reads that form (one row on the GPU, 4-bit); else None.
+        x: the input, or any tensor of its rows, dtype and device."""
+        if not takes_packed_input(x, self.bits, self.perm):
+            return None
+        return new_packed_input(self.in_features, x.device)
 
     @torch.no_grad()
     def fill_random(self, generator: torch.Generator, std: float) -> None:
@@ -58,6 +68,11 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedLinear) -> torch.Tensor:
-    """x @ W.T for a dense weight or a quantized projection."""
-    return weight(x) if isinstance(weight, QuantizedLinear) else F.linear(x, weight)
+def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedLinear, packed_input: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ W.T for a dense weight or a quantized projection (packed_input: from packed_input())."""
+    return weight(x, packed_input) if isinstance(weight, QuantizedLinear) else F.linear(x, weight)
+
+
+def packed_input(x: torch.Tensor, weight: torch.Tensor | QuantizedLinear) -> torch.Tensor | None:
+    """QuantizedLinear.packed_input_for; None for a dense weight."""
+    return weight.packed_input_for(x) if isinstance(weight, QuantizedLinear) else None

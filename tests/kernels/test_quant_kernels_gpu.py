@@ -11,7 +11,8 @@ from kernels.paged_decode_attention import paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention
 from kernels import quant_linear
 from kernels.quant_gemm import quant_gemm
-from kernels.quant_gemv import packed_products, quant_gemv
+from kernels.gemv_input import new_packed_input, packed_input_ref
+from kernels.quant_gemv import packed_products, quant_gemv, takes_packed_input
 from kernels.quantized_weights import quant_linear_ref
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import rotary_write_kv, rotary_write_kv_ref
@@ -75,6 +76,48 @@ def test_batch_one_float16_products_take_outliers():
     got = quant_gemv(x, *case.args)
     assert torch.isfinite(got).all()
     assert rel_err(got, quant_linear_ref(x, *case.args)) < 1e-2
+
+
+@pytest.mark.parametrize("k,n", SHAPES_7B, ids=["qkv", "o", "gate_up", "down"])
+def test_batch_one_gemv_reads_its_input_as_the_producer_packed_it(k, n):
+    """x packed beforehand (kernels/gemv_input.py) gives what the GEMV makes of x itself: exactly at
+    the same tiling, and the reference's result at the tiling chosen for packed inputs."""
+    case = case_for(k, n, 4, 128, False)
+    x = (torch.randn(1, k, device="cuda") * 3).to(torch.bfloat16)
+    packed = packed_input_ref(x)
+    assert takes_packed_input(x, 4, None) and not takes_packed_input(x.expand(2, k), 4, None)
+    assert rel_err(quant_gemv(x, *case.args, packed_input=packed), quant_linear_ref(x, *case.args)) < 1e-2
+    for block_n, split_k in ((64, 8), (128, 5), (256, 16)):
+        assert torch.equal(quant_gemv(x, *case.args, packed_input=packed, block_n=block_n, split_k=split_k),
+                           quant_gemv(x, *case.args, block_n=block_n, split_k=split_k))
+
+
+def test_a_captured_batch_one_mlp_through_packed_inputs_sees_each_result():
+    """A batch-1 MLP whose norm and SiLU kernels pack the GEMVs' inputs, replayed from a CUDA graph
+    with new inputs, equals the same kernels run eagerly on unpacked inputs."""
+    up, down = case_for(4096, 2 * 4096, 4, 128, False), case_for(4096, 4096, 4, 128, False)
+    norm_w = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
+    x, residual = (torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    packs = [new_packed_input(4096, "cuda") for _ in range(2)]
+
+    def mlp(x, residual, packed):
+        up_in, down_in = packs if packed else (None, None)
+        h, residual = rms_norm(x, norm_w, 1e-5, residual, packed_out=up_in)
+        g = silu_and_mul(quant_gemv(h, *up.args, packed_input=up_in), packed_out=down_in)
+        return rms_norm(quant_gemv(g, *down.args, packed_input=down_in), norm_w, 1e-5, residual)[0]
+
+    inputs = [t.clone() for t in (x, residual)]
+    mlp(*inputs, True)  # compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = mlp(*inputs, True)
+    for _ in range(3):
+        x.normal_(), residual.normal_()
+        for buffer, value in zip(inputs, (x, residual)):
+            buffer.copy_(value)
+        graph.replay()
+        assert torch.equal(out, mlp(x.clone(), residual.clone(), False))
 
 
 @pytest.mark.parametrize("kernel,m", [(quant_gemv, 1), (quant_gemv, 16), (quant_gemm, 64)])
