@@ -62,11 +62,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     assert x.is_contiguous() and weight.shape == (h,)
     assert packed_out is None or (t == 1 and h % 8 == 0)
     pdl = dependent_launch(x)
-    out = torch.empty_like(x) if residual is None else x
-    if residual is not None:
+    if residual is None:  # the output is new and x is the sum
+        out, total = torch.empty_like(x), x
+    else:  # the output goes into x and the sum into the residual
         assert residual.shape == x.shape and residual.is_contiguous()
-    _rms_norm_kernel[(t,)](x, x if residual is None else residual, out, weight,
-                           x if packed_out is None else packed_out, eps, H=h, BLOCK=triton.next_power_of_2(h),
-                           HAS_RESIDUAL=residual is not None, PACK=packed_out is not None, PDL=pdl, launch_pdl=pdl,
-                           num_warps=8)
-    return out, x if residual is None else residual
+        out, total = x, residual
+    _rms_norm_kernel[(t,)](x, total, out, weight, x if packed_out is None else packed_out, eps, H=h,
+                           BLOCK=triton.next_power_of_2(h), HAS_RESIDUAL=residual is not None,
+                           PACK=packed_out is not None, PDL=pdl, launch_pdl=pdl, num_warps=8)
+    return out, total
