@@ -10,7 +10,12 @@ An int8 cache with one query head per KV head (7B, 13B) runs on CUDA cores (CUDA
 of tl.dot: the MMA would pad the single query row to 16 rows and first move the int8 tile through
 shared memory into its operand layout, which cost more instructions than the bytes saved. There
 each thread turns its codes to float32 in registers and keeps one partial output row per key of
-the tile, summed over the keys once per split.
+the tile, summed over the keys once per split. Such a kernel is bound by how many bytes it has in
+flight and by instructions per byte, so (measured on an H200 at 64 x 8,192 keys, 60 -> 75 % of copy
+bandwidth): the next tile's codes are loaded while this one is computed, and its pages looked up
+a tile before that; on the GPU the codes arrive as int32 words and one `prmt` per code builds
+2^23 + 128 + c (WORDS); and the programs of one sequence's heads run side by side (HEADS_FIRST),
+so they share the DRAM pages and scale lines that hold their rows.
 """
 
 from __future__ import annotations
@@ -32,6 +37,122 @@ def _int8_to_f32(codes):
     return (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
 
 
+@triton.jit
+def _words_to_f32(words):
+    """int32 words of four int8 codes [R, W] -> float32 [R, 4 W] in memory order, exact (the GPU
+    only: PTX). A word's codes, xor 0x80, are 128 + c; prmt puts each below the byte 0x4B, which
+    reads as the float32 2^23 + 128 + c."""
+    c0, c1, c2, c3 = tl.inline_asm_elementwise(
+        """{
+        .reg .b32 t;
+        xor.b32 t, $4, 0x80808080;
+        prmt.b32 $0, t, 0x4B000000, 0x7440;
+        prmt.b32 $1, t, 0x4B000000, 0x7441;
+        prmt.b32 $2, t, 0x4B000000, 0x7442;
+        prmt.b32 $3, t, 0x4B000000, 0x7443;
+        }""", "=r,=r,=r,=r,r", [words], dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
+    codes = tl.join(tl.join(c0, c2), tl.join(c1, c3))  # [R, W, 2, 2]: c0, c1, c2, c3 in row-major order
+    codes = tl.reshape(codes, (codes.shape[0], codes.shape[1] * 4))
+    return codes.to(tl.float32, bitcast=True) - 8388736.0
+
+
+@triton.jit
+def _codes_to_f32(codes, WORDS: tl.constexpr):
+    if WORDS:
+        values = _words_to_f32(codes)
+    else:
+        values = _int8_to_f32(codes)
+    return values
+
+
+@triton.jit
+def _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE: tl.constexpr):
+    """The cache slots of tokens t (0 for those from end on, which are never read)."""
+    page = tl.load(block_tables_ptr + b * stride_bt + t // PAGE, mask=t < end, other=0).to(tl.int64)
+    return page * PAGE + t % PAGE
+
+
+@triton.jit
+def _load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, tmask, kvh,
+                    HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
+    """The codes of KV head kvh at slots (int32 words of four when WORDS, else int8) and their scales."""
+    if WORDS:
+        offs = ((slots * (HK * D) + kvh * D) // 4)[:, None] + tl.arange(0, D // 4)[None, :]
+        k = tl.load(k_cache_ptr.to(tl.pointer_type(tl.int32)) + offs, mask=tmask[:, None], other=0)
+        v = tl.load(v_cache_ptr.to(tl.pointer_type(tl.int32)) + offs, mask=tmask[:, None], other=0)
+    else:
+        d = tl.arange(0, BLOCK_D)
+        offs = (slots * (HK * D) + kvh * D)[:, None] + d[None, :]
+        mask = tmask[:, None] & (d < D)[None, :]
+        k = tl.load(k_cache_ptr + offs, mask=mask, other=0)
+        v = tl.load(v_cache_ptr + offs, mask=mask, other=0)
+    k_scale = tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)
+    v_scale = tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)
+    return k, v, k_scale, v_scale
+
+
+@triton.jit
+def _attend_on_cuda_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_tables_ptr, b,
+                          stride_bt, kvh, start, end, qk_scale, HK: tl.constexpr, D: tl.constexpr,
+                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr, WORDS: tl.constexpr):
+    """One query row (float32 [1, BLOCK_D]) over the int8 keys and values start .. end - 1: the
+    running max m, sum l and the output row; the next tile is loaded while this one is computed."""
+    offs = tl.arange(0, BLOCK_N)
+    t = start + offs
+    k, v, k_scale, v_scale = _load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
+                                             _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE), t < end,
+                                             kvh, HK, D, BLOCK_D, WORDS)
+    next_slots = _tile_slots(block_tables_ptr, b, stride_bt, t + BLOCK_N, end, PAGE)
+    acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)  # a row per key: no tile needs a sum across threads
+    for n0 in range(start, end, BLOCK_N):
+        t_next = n0 + BLOCK_N + offs
+        k_next, v_next, k_scale_next, v_scale_next = _load_int8_tile(
+            k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, next_slots, t_next < end, kvh, HK, D, BLOCK_D, WORDS)
+        next_slots = _tile_slots(block_tables_ptr, b, stride_bt, t_next + BLOCK_N, end, PAGE)
+        # each key's scale multiplies its score, each value's goes with its probability
+        s = tl.trans(tl.sum(q * _codes_to_f32(k, WORDS), axis=1, keep_dims=True)) * k_scale[None, :]
+        s = tl.where((n0 + offs < end)[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.trans(p * v_scale[None, :]) * _codes_to_f32(v, WORDS)
+        m = m_new
+        k, v, k_scale, v_scale = k_next, v_next, k_scale_next, v_scale_next
+    return m, l, tl.sum(acc, axis=0, keep_dims=True)
+
+
+@triton.jit
+def _attend_on_tensor_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_tables_ptr, b,
+                            stride_bt, kvh, start, end, qk_scale, HK: tl.constexpr, D: tl.constexpr,
+                            BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
+                            BLOCK_N: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr):
+    """The query rows of a KV head ([BLOCK_G, BLOCK_D]) over keys and values start .. end - 1, by tl.dot."""
+    d = tl.arange(0, BLOCK_D)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        t = n0 + tl.arange(0, BLOCK_N)
+        tmask = t < end
+        slots = _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE)
+        rows = slots * (HK * D) + kvh * D
+        kv_mask = tmask[:, None] & (d < D)[None, :]
+        k = tl.load(k_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        s = dot_keys(q, k, IEEE)
+        if KV_INT8:  # each key's scale multiplies its score
+            s = s * tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
+        s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if KV_INT8:  # each value's scale goes with its probability
+            p = p * tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
+        acc = acc * alpha[:, None] + dot_values(p, v, q.dtype, IEEE)
+        m = m_new
+    return m, l, acc
+
+
 @triton.jit(do_not_specialize=["stride_bt"])  # the block-table width changes every step
 def _decode_kernel(
     q_ptr,  # [B, Hq, D] queries
@@ -48,12 +169,17 @@ def _decode_kernel(
     stride_qb, stride_qh, stride_ob, stride_oh, stride_bt,
     HK: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     D: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLITS: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr, CUDA_CORES: tl.constexpr, PDL: tl.constexpr,
+    SPLITS: tl.constexpr, IEEE: tl.constexpr, KV_INT8: tl.constexpr, CUDA_CORES: tl.constexpr, WORDS: tl.constexpr,
+    HEADS_FIRST: tl.constexpr, PDL: tl.constexpr,
 ):
     launch_next(PDL)
     wait_for_previous(PDL)
-    b = tl.program_id(0).to(tl.int64)
-    kvh = tl.program_id(1)
+    if HEADS_FIRST:
+        kvh = tl.program_id(0)
+        b = tl.program_id(1).to(tl.int64)
+    else:
+        b = tl.program_id(0).to(tl.int64)
+        kvh = tl.program_id(1)
     split = tl.program_id(2)
     ctx = tl.load(context_lens_ptr + b)
     per_split = tl.cdiv(tl.cdiv(ctx, SPLITS), BLOCK_N) * BLOCK_N
@@ -67,44 +193,16 @@ def _decode_kernel(
     dmask = d < D
     q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=gmask[:, None] & dmask[None, :], other=0.0)
-    if CUDA_CORES:
-        q = q.to(tl.float32)
-
     m = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_G], tl.float32)
-    # on CUDA cores a row per key, so that no tile needs a sum across threads
-    acc = tl.zeros([BLOCK_N if CUDA_CORES else BLOCK_G, BLOCK_D], tl.float32)
-    for n0 in range(start, end, BLOCK_N):
-        t = n0 + tl.arange(0, BLOCK_N)
-        tmask = t < end
-        page = tl.load(block_tables_ptr + b * stride_bt + t // PAGE, mask=tmask, other=0).to(tl.int64)
-        slots = page * PAGE + t % PAGE
-        rows = slots * (HK * D) + kvh * D
-        kv_mask = tmask[:, None] & dmask[None, :]
-        k = tl.load(k_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if CUDA_CORES:  # laid out [1, BLOCK_N] as the dot's
-            s = tl.trans(tl.sum(q * _int8_to_f32(k), axis=1, keep_dims=True))
-        else:
-            s = dot_keys(q, k, IEEE)
-        if KV_INT8:  # each key's scale multiplies its score
-            s = s * tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
-        s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        alpha = tl.exp2(m - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l = l * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if KV_INT8:  # each value's scale goes with its probability
-            pv = p * tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
-        else:
-            pv = p
-        if CUDA_CORES:
-            acc = acc * alpha[:, None] + tl.trans(pv) * _int8_to_f32(v)
-        else:
-            acc = acc * alpha[:, None] + dot_values(pv, v, q.dtype, IEEE)
-        m = m_new
     if CUDA_CORES:
-        acc = tl.sum(acc, axis=0, keep_dims=True)
+        m, l, acc = _attend_on_cuda_cores(q.to(tl.float32), m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
+                                          block_tables_ptr, b, stride_bt, kvh, start, end, qk_scale, HK, D, BLOCK_D,
+                                          PAGE, BLOCK_N, WORDS)
+    else:
+        m, l, acc = _attend_on_tensor_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
+                                            block_tables_ptr, b, stride_bt, kvh, start, end, qk_scale, HK, D,
+                                            BLOCK_G, BLOCK_D, PAGE, BLOCK_N, IEEE, KV_INT8)
 
     out_mask = gmask[:, None] & dmask[None, :]
     if SPLITS == 1:
@@ -175,19 +273,21 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         return out
     group = hq // hk
     cuda_cores = kv_int8 and group == 1  # see the module docstring
+    words = cuda_cores and q.is_cuda and torch.version.cuda is not None and dim % 4 == 0 and dim & (dim - 1) == 0
     pdl = dependent_launch(q)
-    # 64 keys and 4 warps also suit CUDA_CORES: fewest instructions per key within 128 registers
-    block_n = block_n or max(page, 64 if dim <= 128 else 32)
+    # on CUDA cores 32 keys (two tiles' codes and a row per key fit in 128 registers with 4 warps)
+    block_n = block_n or (32 if cuda_cores else max(page, 64 if dim <= 128 else 32))
     parts = (torch.empty(batch, hq, num_splits, dim, dtype=torch.float32, device=q.device),
              torch.empty(batch, hq, num_splits, 2, dtype=torch.float32, device=q.device)) \
         if num_splits > 1 else (out, out)
-    _decode_kernel[(batch, hk, num_splits)](
+    _decode_kernel[(hk, batch, num_splits) if cuda_cores else (batch, hk, num_splits)](
         q, k_cache, v_cache, k_scales if kv_int8 else k_cache, v_scales if kv_int8 else v_cache, block_tables,
         context_lens, out, parts[0], parts[1], scale * _LOG2E,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HK=hk, GROUP=group, BLOCK_G=1 if cuda_cores else max(16, triton.next_power_of_2(group)), D=dim,
         BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
-        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores, PDL=pdl,
+        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores, WORDS=words, HEADS_FIRST=cuda_cores,
+        PDL=pdl,
         launch_pdl=pdl, num_warps=4, num_stages=num_stages)
     if num_splits > 1:
         _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
