@@ -1,5 +1,7 @@
 """Paged attention kernels against the pure-torch reference (Triton interpreter on CPU)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -76,6 +78,21 @@ def test_decode_over_an_int8_cache_matches_reference(dtype, heads, kv_heads, spl
                                  case.scale, num_splits=splits, k_scales=case.k_scales, v_scales=case.v_scales)
     assert (got[4] == 0).all()
     torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("q_scale", [1e-7, 1.0, 1e6])
+def test_grouped_heads_over_an_int8_cache_hold_any_query_scale(q_scale):
+    """Grouped heads over an int8 cache multiply in float16, bfloat16 queries scaled by a power of
+    two first: without it, queries this large overflow float16 and this small lose their digits."""
+    context = [16, 70, 200]
+    case = int8_kv(make_case([1] * len(context), context, heads=8, kv_heads=2, dim=32, dtype=torch.float32,
+                             device=DEVICE))
+    case = replace(case, q=(case.q * q_scale).to(torch.bfloat16))
+    got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
+                                 case.scale / q_scale, num_splits=2, k_scales=case.k_scales, v_scales=case.v_scales)
+    want = paged_attention_ref(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                               case.block_tables, case.scale / q_scale, case.k_scales, case.v_scales)
+    torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=1e-2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -187,6 +187,23 @@ def test_attention_over_an_int8_cache_bf16(heads, kv_heads):
     assert rel_err(got, want) < 1e-2
 
 
+@pytest.mark.parametrize("q_scale", [1e-3, 1.0, 1e3])
+def test_grouped_heads_over_an_int8_cache_hold_any_query_scale(q_scale):
+    """34B's heads (8 per KV head) over an int8 cache multiply in float16 with the queries scaled by
+    a power of two: tiny and large queries alike stay as close to the float32 reference as bf16's
+    rounding of the output allows."""
+    context = [1, 17, 511, 2047, 4100, 8000]
+    case = int8_kv(make_case([1] * len(context), context, heads=64, kv_heads=8, dim=128, dtype=torch.bfloat16,
+                             device="cuda"))
+    q = (case.q.float() * q_scale).to(torch.bfloat16)
+    want = paged_attention_ref(q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
+                               case.block_tables, case.scale, case.k_scales, case.v_scales)
+    for splits in (1, 8):
+        got = paged_decode_attention(q, case.k_cache, case.v_cache, case.block_tables, case.context_lens, case.scale,
+                                     splits, k_scales=case.k_scales, v_scales=case.v_scales)
+        assert rel_err(got, want) < 2e-3, splits
+
+
 def test_rotary_writes_an_int8_cache_bf16():
     q, k, v, positions, cos_sin, slots = rotary_inputs(300)
     caches = [torch.zeros(75, 16, 32, 128, device="cuda", dtype=torch.int8) for _ in range(4)]
