@@ -12,11 +12,18 @@ cache [layers, 2, num_blocks, block_size, Hk, D]: a row's scale lives in the sam
 same block, so prefix caching and preemption move nothing extra. A row takes D + 4 bytes
 (132 for D = 128, against 256 in bf16). The rounding is written out (not torch.round) so the
 kernels and this reference agree bit for bit.
+
+Below the references, what the attention kernels share to read a tile of it: the codes as int32
+words of four or as bytes, with their scales (load_int8_tile), and the codes made exact float32 or
+float16 numbers in registers, by one PTX instruction or two per code on an NVIDIA GPU (PTX) and
+field by field under Triton's interpreter.
 """
 
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
 
 def quantize_kv_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,3 +48,85 @@ def check_kv_scales(k_cache: torch.Tensor, k_scales: torch.Tensor | None, v_scal
     assert k_scales.shape == v_scales.shape == k_cache.shape[:3] and k_scales.dtype == torch.float32
     assert k_scales.is_contiguous() and v_scales.is_contiguous()
     return True
+
+
+@triton.jit
+def int8_to_f32(codes):
+    # 2^23 + 128 + c as float32 bits, minus 2^23 + 128: exact, without the slow I2F conversion unit
+    return (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+
+
+@triton.jit
+def words_to_f32(words):
+    """int32 words of four int8 codes [R, W] -> float32 [R, 4 W] in memory order, exact (the GPU
+    only: PTX). A word's codes, xor 0x80, are 128 + c; prmt puts each below the byte 0x4B, which
+    reads as the float32 2^23 + 128 + c."""
+    c0, c1, c2, c3 = tl.inline_asm_elementwise(
+        """{
+        .reg .b32 t;
+        xor.b32 t, $4, 0x80808080;
+        prmt.b32 $0, t, 0x4B000000, 0x7440;
+        prmt.b32 $1, t, 0x4B000000, 0x7441;
+        prmt.b32 $2, t, 0x4B000000, 0x7442;
+        prmt.b32 $3, t, 0x4B000000, 0x7443;
+        }""", "=r,=r,=r,=r,r", [words], dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
+    codes = tl.join(tl.join(c0, c2), tl.join(c1, c3))  # [R, W, 2, 2]: c0, c1, c2, c3 in row-major order
+    codes = tl.reshape(codes, (codes.shape[0], codes.shape[1] * 4))
+    return codes.to(tl.float32, bitcast=True) - 8388736.0
+
+
+@triton.jit
+def codes_to_f32(codes, PTX: tl.constexpr):
+    if PTX:
+        values = words_to_f32(codes)
+    else:
+        values = int8_to_f32(codes)
+    return values
+
+
+@triton.jit
+def words_to_f16(words, PTX: tl.constexpr):
+    """int32 words of four int8 codes [R, W] -> float16 [R, 4 W] in memory order, exact. On the GPU
+    (PTX) two prmt put the codes (xor 0x80: 128 + c) below the byte 0x64 in pairs, which read as the
+    float16 1024 + 128 + c, and one sub.f16x2 per pair takes 1152 off; Triton's interpreter shifts
+    each code out."""
+    if PTX:
+        c0, c1, c2, c3 = tl.inline_asm_elementwise(
+            """{
+            .reg .b32 t, k, lo, hi;
+            mov.b32 k, 0x64806480;
+            xor.b32 t, $4, 0x80808080;
+            prmt.b32 lo, t, 0x64646464, 0x4140;
+            prmt.b32 hi, t, 0x64646464, 0x4342;
+            sub.f16x2 lo, lo, k;
+            sub.f16x2 hi, hi, k;
+            mov.b32 {$0, $1}, lo;
+            mov.b32 {$2, $3}, hi;
+            }""", "=h,=h,=h,=h,r", [words], dtype=(tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True,
+            pack=1)
+    else:
+        c0 = ((words << 24) >> 24).to(tl.float16)  # arithmetic shifts: each byte's sign extended
+        c1 = ((words << 16) >> 24).to(tl.float16)
+        c2 = ((words << 8) >> 24).to(tl.float16)
+        c3 = (words >> 24).to(tl.float16)
+    codes = tl.join(tl.join(c0, c2), tl.join(c1, c3))  # [R, W, 2, 2]: c0, c1, c2, c3 in row-major order
+    return tl.reshape(codes, (codes.shape[0], codes.shape[1] * 4))
+
+
+@triton.jit
+def load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, tmask, kvh,
+                    HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
+    """The codes of KV head kvh at slots (int32 words of four when WORDS, else int8) and their scales."""
+    if WORDS:
+        offs = ((slots * (HK * D) + kvh * D) // 4)[:, None] + tl.arange(0, D // 4)[None, :]
+        k = tl.load(k_cache_ptr.to(tl.pointer_type(tl.int32)) + offs, mask=tmask[:, None], other=0)
+        v = tl.load(v_cache_ptr.to(tl.pointer_type(tl.int32)) + offs, mask=tmask[:, None], other=0)
+    else:
+        d = tl.arange(0, BLOCK_D)
+        offs = (slots * (HK * D) + kvh * D)[:, None] + d[None, :]
+        mask = tmask[:, None] & (d < D)[None, :]
+        k = tl.load(k_cache_ptr + offs, mask=mask, other=0)
+        v = tl.load(v_cache_ptr + offs, mask=mask, other=0)
+    k_scale = tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)
+    v_scale = tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)
+    return k, v, k_scale, v_scale

@@ -34,72 +34,9 @@ import triton.language as tl
 from .attention_tiles import dot_keys, dot_values
 from .dependent_launch import dependent_launch, launch_next, wait_for_previous
 from .gemv_input import row_scale
-from .kv_int8 import check_kv_scales
+from .kv_int8 import check_kv_scales, codes_to_f32, load_int8_tile, words_to_f16
 
 _LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _int8_to_f32(codes):
-    # 2^23 + 128 + c as float32 bits, minus 2^23 + 128: exact, without the slow I2F conversion unit
-    return (codes.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
-
-
-@triton.jit
-def _words_to_f32(words):
-    """int32 words of four int8 codes [R, W] -> float32 [R, 4 W] in memory order, exact (the GPU
-    only: PTX). A word's codes, xor 0x80, are 128 + c; prmt puts each below the byte 0x4B, which
-    reads as the float32 2^23 + 128 + c."""
-    c0, c1, c2, c3 = tl.inline_asm_elementwise(
-        """{
-        .reg .b32 t;
-        xor.b32 t, $4, 0x80808080;
-        prmt.b32 $0, t, 0x4B000000, 0x7440;
-        prmt.b32 $1, t, 0x4B000000, 0x7441;
-        prmt.b32 $2, t, 0x4B000000, 0x7442;
-        prmt.b32 $3, t, 0x4B000000, 0x7443;
-        }""", "=r,=r,=r,=r,r", [words], dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
-    codes = tl.join(tl.join(c0, c2), tl.join(c1, c3))  # [R, W, 2, 2]: c0, c1, c2, c3 in row-major order
-    codes = tl.reshape(codes, (codes.shape[0], codes.shape[1] * 4))
-    return codes.to(tl.float32, bitcast=True) - 8388736.0
-
-
-@triton.jit
-def _codes_to_f32(codes, PTX: tl.constexpr):
-    if PTX:
-        values = _words_to_f32(codes)
-    else:
-        values = _int8_to_f32(codes)
-    return values
-
-
-@triton.jit
-def _words_to_f16(words, PTX: tl.constexpr):
-    """int32 words of four int8 codes [R, W] -> float16 [R, 4 W] in memory order, exact. On the GPU
-    (PTX) two prmt put the codes (xor 0x80: 128 + c) below the byte 0x64 in pairs, which read as the
-    float16 1024 + 128 + c, and one sub.f16x2 per pair takes 1152 off; Triton's interpreter shifts
-    each code out."""
-    if PTX:
-        c0, c1, c2, c3 = tl.inline_asm_elementwise(
-            """{
-            .reg .b32 t, k, lo, hi;
-            mov.b32 k, 0x64806480;
-            xor.b32 t, $4, 0x80808080;
-            prmt.b32 lo, t, 0x64646464, 0x4140;
-            prmt.b32 hi, t, 0x64646464, 0x4342;
-            sub.f16x2 lo, lo, k;
-            sub.f16x2 hi, hi, k;
-            mov.b32 {$0, $1}, lo;
-            mov.b32 {$2, $3}, hi;
-            }""", "=h,=h,=h,=h,r", [words], dtype=(tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True,
-            pack=1)
-    else:
-        c0 = ((words << 24) >> 24).to(tl.float16)  # arithmetic shifts: each byte's sign extended
-        c1 = ((words << 16) >> 24).to(tl.float16)
-        c2 = ((words << 8) >> 24).to(tl.float16)
-        c3 = (words >> 24).to(tl.float16)
-    codes = tl.join(tl.join(c0, c2), tl.join(c1, c3))  # [R, W, 2, 2]: c0, c1, c2, c3 in row-major order
-    return tl.reshape(codes, (codes.shape[0], codes.shape[1] * 4))
 
 
 @triton.jit
@@ -120,25 +57,6 @@ def _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE: tl.constexpr):
 
 
 @triton.jit
-def _load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, tmask, kvh,
-                    HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
-    """The codes of KV head kvh at slots (int32 words of four when WORDS, else int8) and their scales."""
-    if WORDS:
-        offs = ((slots * (HK * D) + kvh * D) // 4)[:, None] + tl.arange(0, D // 4)[None, :]
-        k = tl.load(k_cache_ptr.to(tl.pointer_type(tl.int32)) + offs, mask=tmask[:, None], other=0)
-        v = tl.load(v_cache_ptr.to(tl.pointer_type(tl.int32)) + offs, mask=tmask[:, None], other=0)
-    else:
-        d = tl.arange(0, BLOCK_D)
-        offs = (slots * (HK * D) + kvh * D)[:, None] + d[None, :]
-        mask = tmask[:, None] & (d < D)[None, :]
-        k = tl.load(k_cache_ptr + offs, mask=mask, other=0)
-        v = tl.load(v_cache_ptr + offs, mask=mask, other=0)
-    k_scale = tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)
-    v_scale = tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)
-    return k, v, k_scale, v_scale
-
-
-@triton.jit
 def _attend_on_cuda_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_tables_ptr, b,
                           stride_bt, kvh, start, end, qk_scale, HK: tl.constexpr, D: tl.constexpr,
                           BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
@@ -146,21 +64,21 @@ def _attend_on_cuda_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scal
     running max m, sum l and the output row; the next tile is loaded while this one is computed."""
     offs = tl.arange(0, BLOCK_N)
     t = start + offs
-    k, v, k_scale, v_scale = _load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
-                                             _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE), t < end,
-                                             kvh, HK, D, BLOCK_D, PTX)
+    k, v, k_scale, v_scale = load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
+                                            _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE), t < end,
+                                            kvh, HK, D, BLOCK_D, PTX)
     next_slots = _tile_slots(block_tables_ptr, b, stride_bt, t + BLOCK_N, end, PAGE)
     acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)  # a row per key: no tile needs a sum across threads
     for n0 in range(start, end, BLOCK_N):
         t_next = n0 + BLOCK_N + offs
-        k_next, v_next, k_scale_next, v_scale_next = _load_int8_tile(
+        k_next, v_next, k_scale_next, v_scale_next = load_int8_tile(
             k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, next_slots, t_next < end, kvh, HK, D, BLOCK_D, PTX)
         next_slots = _tile_slots(block_tables_ptr, b, stride_bt, t_next + BLOCK_N, end, PAGE)
         # each key's scale multiplies its score, each value's goes with its probability
-        s = tl.trans(tl.sum(q * _codes_to_f32(k, PTX), axis=1, keep_dims=True)) * k_scale[None, :]
+        s = tl.trans(tl.sum(q * codes_to_f32(k, PTX), axis=1, keep_dims=True)) * k_scale[None, :]
         s = tl.where((n0 + offs < end)[None, :], s * qk_scale, float("-inf"))
         p, alpha, m, l = _softmax_step(s, m, l)
-        acc = acc * alpha[:, None] + tl.trans(p * v_scale[None, :]) * _codes_to_f32(v, PTX)
+        acc = acc * alpha[:, None] + tl.trans(p * v_scale[None, :]) * codes_to_f32(v, PTX)
         k, v, k_scale, v_scale = k_next, v_next, k_scale_next, v_scale_next
     return m, l, tl.sum(acc, axis=0, keep_dims=True)
 
@@ -185,9 +103,9 @@ def _attend_on_tensor_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_sc
         tmask = t < end
         slots = _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE)
         if F16:
-            k, v, k_scale, v_scale = _load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots,
-                                                     tmask, kvh, HK, D, BLOCK_D, True)
-            s = tl.dot(q, tl.trans(_words_to_f16(k, PTX))) * (k_scale * q_unscale)[None, :]
+            k, v, k_scale, v_scale = load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots,
+                                                    tmask, kvh, HK, D, BLOCK_D, True)
+            s = tl.dot(q, tl.trans(words_to_f16(k, PTX))) * (k_scale * q_unscale)[None, :]
         else:
             rows = slots * (HK * D) + kvh * D
             kv_mask = tmask[:, None] & (d < D)[None, :]
@@ -201,7 +119,7 @@ def _attend_on_tensor_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_sc
             v_top = tl.max(v_scale, axis=0)
             v_top = tl.where(v_top > 0, v_top, 1.0)
             p = (p * (v_scale / v_top)[None, :]).to(tl.float16)
-            acc = acc * alpha[:, None] + tl.dot(p, _words_to_f16(v, PTX)) * v_top
+            acc = acc * alpha[:, None] + tl.dot(p, words_to_f16(v, PTX)) * v_top
         else:
             v = tl.load(v_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
             if KV_INT8:  # each value's scale goes with its probability
