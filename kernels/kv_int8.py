@@ -57,6 +57,13 @@ def int8_to_f32(codes):
 
 
 @triton.jit
+def _interleave(c0, c1, c2, c3):
+    """The j-th codes of each word [R, W] -> [R, 4 W] in memory order (kept in the loading thread)."""
+    codes = tl.join(tl.join(c0, c2), tl.join(c1, c3))  # [R, W, 2, 2]: c0, c1, c2, c3 in row-major order
+    return tl.reshape(codes, (codes.shape[0], codes.shape[1] * 4))
+
+
+@triton.jit
 def words_to_f32(words):
     """int32 words of four int8 codes [R, W] -> float32 [R, 4 W] in memory order, exact (the GPU
     only: PTX). A word's codes, xor 0x80, are 128 + c; prmt puts each below the byte 0x4B, which
@@ -70,9 +77,7 @@ def words_to_f32(words):
         prmt.b32 $2, t, 0x4B000000, 0x7442;
         prmt.b32 $3, t, 0x4B000000, 0x7443;
         }""", "=r,=r,=r,=r,r", [words], dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
-    codes = tl.join(tl.join(c0, c2), tl.join(c1, c3))  # [R, W, 2, 2]: c0, c1, c2, c3 in row-major order
-    codes = tl.reshape(codes, (codes.shape[0], codes.shape[1] * 4))
-    return codes.to(tl.float32, bitcast=True) - 8388736.0
+    return _interleave(c0, c1, c2, c3).to(tl.float32, bitcast=True) - 8388736.0
 
 
 @triton.jit
@@ -109,13 +114,12 @@ def words_to_f16(words, PTX: tl.constexpr):
         c1 = ((words << 16) >> 24).to(tl.float16)
         c2 = ((words << 8) >> 24).to(tl.float16)
         c3 = (words >> 24).to(tl.float16)
-    codes = tl.join(tl.join(c0, c2), tl.join(c1, c3))  # [R, W, 2, 2]: c0, c1, c2, c3 in row-major order
-    return tl.reshape(codes, (codes.shape[0], codes.shape[1] * 4))
+    return _interleave(c0, c1, c2, c3)
 
 
 @triton.jit
 def load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, tmask, kvh,
-                    HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
+                   HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
     """The codes of KV head kvh at slots (int32 words of four when WORDS, else int8) and their scales."""
     if WORDS:
         offs = ((slots * (HK * D) + kvh * D) // 4)[:, None] + tl.arange(0, D // 4)[None, :]
