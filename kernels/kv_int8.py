@@ -14,7 +14,7 @@ same block, so prefix caching and preemption move nothing extra. A row takes D +
 kernels and this reference agree bit for bit.
 
 Below the references, what the attention kernels share to read a tile of it: the codes as int32
-words of four or as bytes, with their scales (load_int8_tile), and the codes made exact float32 or
+words of four or as bytes, with their scales (int8_rows, load_int8_rows, load_int8_tile), and the codes made exact float32 or
 float16 numbers in registers, by one PTX instruction or two per code on an NVIDIA GPU (PTX) and
 field by field under Triton's interpreter.
 """
@@ -118,19 +118,36 @@ def words_to_f16(words, PTX: tl.constexpr):
 
 
 @triton.jit
+def int8_rows(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, kvh, HK: tl.constexpr, D: tl.constexpr,
+              BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
+    """Where KV head kvh's codes (int32 words of four when WORDS, else int8) and scales lie at
+    slots; a row further on is HK * D codes and HK scales on."""
+    if WORDS:
+        offs = ((slots * (HK * D) + kvh * D) // 4)[:, None] + tl.arange(0, D // 4)[None, :]
+        k = k_cache_ptr.to(tl.pointer_type(tl.int32)) + offs
+        v = v_cache_ptr.to(tl.pointer_type(tl.int32)) + offs
+    else:
+        offs = (slots * (HK * D) + kvh * D)[:, None] + tl.arange(0, BLOCK_D)[None, :]
+        k = k_cache_ptr + offs
+        v = v_cache_ptr + offs
+    return k, v, k_scale_ptr + slots * HK + kvh, v_scale_ptr + slots * HK + kvh
+
+
+@triton.jit
+def load_int8_rows(k, v, k_scale, v_scale, tmask, D: tl.constexpr, BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
+    """The codes and scales at the places int8_rows gave (of the rows in tmask)."""
+    if WORDS:
+        mask = tmask[:, None]
+    else:
+        mask = tmask[:, None] & (tl.arange(0, BLOCK_D) < D)[None, :]
+    return (tl.load(k, mask=mask, other=0), tl.load(v, mask=mask, other=0),
+            tl.load(k_scale, mask=tmask, other=0.0), tl.load(v_scale, mask=tmask, other=0.0))
+
+
+@triton.jit
 def load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, tmask, kvh,
                    HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
     """The codes of KV head kvh at slots (int32 words of four when WORDS, else int8) and their scales."""
-    if WORDS:
-        offs = ((slots * (HK * D) + kvh * D) // 4)[:, None] + tl.arange(0, D // 4)[None, :]
-        k = tl.load(k_cache_ptr.to(tl.pointer_type(tl.int32)) + offs, mask=tmask[:, None], other=0)
-        v = tl.load(v_cache_ptr.to(tl.pointer_type(tl.int32)) + offs, mask=tmask[:, None], other=0)
-    else:
-        d = tl.arange(0, BLOCK_D)
-        offs = (slots * (HK * D) + kvh * D)[:, None] + d[None, :]
-        mask = tmask[:, None] & (d < D)[None, :]
-        k = tl.load(k_cache_ptr + offs, mask=mask, other=0)
-        v = tl.load(v_cache_ptr + offs, mask=mask, other=0)
-    k_scale = tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)
-    v_scale = tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)
-    return k, v, k_scale, v_scale
+    k, v, k_scale, v_scale = int8_rows(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, kvh, HK, D, BLOCK_D,
+                                       WORDS)
+    return load_int8_rows(k, v, k_scale, v_scale, tmask, D, BLOCK_D, WORDS)

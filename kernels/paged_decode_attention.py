@@ -6,23 +6,28 @@ block by block through the block table; it keeps a running max and sum (online s
 several splits, a second kernel merges the partial results, so a long context at a small batch
 still spreads over the whole GPU.
 
-An int8 cache with one query head per KV head (7B, 13B) runs on CUDA cores (CUDA_CORES) instead
-of tl.dot: the MMA would pad the single query row to 16 rows and first move the int8 tile through
-shared memory into its operand layout, which cost more instructions than the bytes saved. There
-each thread turns its codes to float32 in registers and keeps one partial output row per key of
-the tile, summed over the keys once per split. Such a kernel is bound by how many bytes it has in
-flight and by instructions per byte, so (measured on an H200 at 64 x 8,192 keys, 60 -> 75 % of copy
-bandwidth): the next tile's codes are loaded while this one is computed, and its pages looked up
-a tile before that; on the GPU the codes arrive as int32 words and one `prmt` per code builds
-2^23 + 128 + c (PTX); and the programs of one sequence's heads run side by side (HEADS_FIRST),
-so they share the DRAM pages and scale lines that hold their rows.
+Over an int8 cache each program is one warp (measured on an H200 at 64 x 8,192 keys: 7B 72 -> 93 %
+of copy bandwidth, 34B 44 -> 68 %). With four warps the kernel read its memory about as fast as its
+access pattern allowed (a load-only copy of it: 78 %), because every tile's reductions crossed
+warps through shared memory and barriers (ten per tile); one-warp programs, many more of them per
+SM, have none (a load-only copy: 97 %). Being smaller, they take more splits (decode_num_splits).
+And the running max moves only when a tile's score passes it by LAZY_MAX (log2; on the first tile
+always): most tiles then skip rescaling what came before, and the probabilities, below
+2^LAZY_MAX, are as exact in float32 and float16 as those below 1.
+
+With one query head per KV head (7B, 13B) an int8 cache runs on CUDA cores (CUDA_CORES): the MMA
+would pad the single query row to 16 rows. Each lane turns its codes to float32 in registers and
+keeps one partial output row per key of the 8-key tile, summed once per split; the next tile's
+codes are loaded while this one is computed (its pages looked up a tile earlier); on the GPU the
+codes arrive as int32 words and one `prmt` per code builds 2^23 + 128 + c (PTX); and the programs
+of one sequence's heads run side by side (HEADS_FIRST), so they share the DRAM pages and scale
+lines that hold their rows.
 
 With several query heads per KV head (34B, 70B) an int8 cache stays on the tensor cores, in float16
 (F16): its codes are whole numbers below 128, exact in float16, built from the loaded words in
 registers (on the GPU two prmt and two sub.f16x2 per four codes), so the tile enters the MMA as
 float16 does; converting int8 codes to bfloat16 operands had Triton fetch them from shared memory
-one byte at a time. Measured on an H200 (34B, 64 x 8,192): 0.753 -> 0.591 ms, and closer to the
-float32 reference (float16 keeps three more bits of each probability than bfloat16).
+one byte at a time. Float16 also keeps three more bits of each probability than bfloat16.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ import triton.language as tl
 from .attention_tiles import dot_keys, dot_values
 from .dependent_launch import dependent_launch, launch_next, wait_for_previous
 from .gemv_input import row_scale
-from .kv_int8 import check_kv_scales, codes_to_f32, load_int8_tile, words_to_f16
+from .kv_int8 import check_kv_scales, codes_to_f32, int8_rows, load_int8_rows, load_int8_tile, words_to_f16
 
 _LOG2E = 1.4426950408889634
+LAZY_MAX = tl.constexpr(8.0)  # log2: probabilities up to 256 before the running max moves
 
 
 @triton.jit
@@ -50,37 +56,65 @@ def _softmax_step(s, m, l):
 
 
 @triton.jit
+def _lazy_softmax_step(s, m, l, acc):
+    """The online softmax's step, the max moved only when a row's score passes it by LAZY_MAX (a
+    branch for all rows: in most tiles none does, and nothing before is rescaled): the
+    probabilities, and the running max, sum and output rows."""
+    if tl.max(tl.max(s, axis=1) - m, axis=0) > LAZY_MAX:
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp2(m - m_new)
+        acc = acc * alpha[:, None]
+        l = l * alpha
+        m = m_new
+    p = tl.exp2(s - m[:, None])
+    return p, m, l + tl.sum(p, axis=1), acc
+
+
+@triton.jit
 def _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE: tl.constexpr):
-    """The cache slots of tokens t (0 for those from end on, which are never read)."""
+    """The cache slots of tokens t, a tensor or one (0 for those from end on, which are never read)."""
     page = tl.load(block_tables_ptr + b * stride_bt + t // PAGE, mask=t < end, other=0).to(tl.int64)
     return page * PAGE + t % PAGE
 
 
 @triton.jit
-def _attend_on_cuda_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_tables_ptr, b,
-                          stride_bt, kvh, start, end, qk_scale, HK: tl.constexpr, D: tl.constexpr,
-                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
-    """One query row (float32 [1, BLOCK_D]) over the int8 keys and values start .. end - 1: the
-    running max m, sum l and the output row; the next tile is loaded while this one is computed."""
+def _attend_on_cuda_cores(q, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_tables_ptr, b, stride_bt, kvh,
+                          start, end, qk_scale, HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                          PAGE: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
+    """One query row (float32 [1, BLOCK_D]) over the int8 keys and values start .. end - 1, by one
+    warp: the running max and sum ([1]) and the output row. A tile lies in one page (BLOCK_N
+    divides PAGE), so it is one page lookup and one offset from fixed places; the next tile is
+    loaded while this one is computed, and the max moves lazily (module docstring)."""
+    q = q * qk_scale
     offs = tl.arange(0, BLOCK_N)
-    t = start + offs
-    k, v, k_scale, v_scale = load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
-                                            _tile_slots(block_tables_ptr, b, stride_bt, t, end, PAGE), t < end,
-                                            kvh, HK, D, BLOCK_D, PTX)
-    next_slots = _tile_slots(block_tables_ptr, b, stride_bt, t + BLOCK_N, end, PAGE)
-    acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)  # a row per key: no tile needs a sum across threads
+    k_at, v_at, k_scale_at, v_scale_at = int8_rows(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, offs, kvh, HK,
+                                                   D, BLOCK_D, PTX)
+    row = HK * D // 4 if PTX else HK * D  # a slot's step in codes loaded
+    first = _tile_slots(block_tables_ptr, b, stride_bt, start, end, PAGE)
+    k, v, k_scale, v_scale = load_int8_rows(k_at + first * row, v_at + first * row, k_scale_at + first * HK,
+                                            v_scale_at + first * HK, start + offs < end, D, BLOCK_D, PTX)
+    first = _tile_slots(block_tables_ptr, b, stride_bt, start + BLOCK_N, end, PAGE)
+    m = float("-inf")
+    l = 0.0
+    acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)  # a row per key: no tile needs a sum across lanes
     for n0 in range(start, end, BLOCK_N):
-        t_next = n0 + BLOCK_N + offs
-        k_next, v_next, k_scale_next, v_scale_next = load_int8_tile(
-            k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, next_slots, t_next < end, kvh, HK, D, BLOCK_D, PTX)
-        next_slots = _tile_slots(block_tables_ptr, b, stride_bt, t_next + BLOCK_N, end, PAGE)
+        k_next, v_next, k_scale_next, v_scale_next = load_int8_rows(
+            k_at + first * row, v_at + first * row, k_scale_at + first * HK, v_scale_at + first * HK,
+            n0 + BLOCK_N + offs < end, D, BLOCK_D, PTX)
+        first = _tile_slots(block_tables_ptr, b, stride_bt, n0 + 2 * BLOCK_N, end, PAGE)
         # each key's scale multiplies its score, each value's goes with its probability
-        s = tl.trans(tl.sum(q * codes_to_f32(k, PTX), axis=1, keep_dims=True)) * k_scale[None, :]
-        s = tl.where((n0 + offs < end)[None, :], s * qk_scale, float("-inf"))
-        p, alpha, m, l = _softmax_step(s, m, l)
-        acc = acc * alpha[:, None] + tl.trans(p * v_scale[None, :]) * codes_to_f32(v, PTX)
+        s = tl.where(n0 + offs < end, tl.sum(q * codes_to_f32(k, PTX), axis=1) * k_scale, float("-inf"))
+        top = tl.max(s, axis=0)
+        if top > m + LAZY_MAX:
+            alpha = tl.exp2(m - top)
+            acc = acc * alpha
+            l = l * alpha
+            m = top
+        p = tl.exp2(s - m)
+        l += tl.sum(p, axis=0)
+        acc += (p * v_scale)[:, None] * codes_to_f32(v, PTX)
         k, v, k_scale, v_scale = k_next, v_next, k_scale_next, v_scale_next
-    return m, l, tl.sum(acc, axis=0, keep_dims=True)
+    return tl.zeros([1], tl.float32) + m, tl.zeros([1], tl.float32) + l, tl.sum(acc, axis=0, keep_dims=True)
 
 
 @triton.jit
@@ -114,17 +148,18 @@ def _attend_on_tensor_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_sc
             if KV_INT8:  # each key's scale multiplies its score
                 s = s * tl.load(k_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
         s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
-        p, alpha, m, l = _softmax_step(s, m, l)
         if F16:
+            p, m, l, acc = _lazy_softmax_step(s, m, l, acc)
             v_top = tl.max(v_scale, axis=0)
             v_top = tl.where(v_top > 0, v_top, 1.0)
             p = (p * (v_scale / v_top)[None, :]).to(tl.float16)
-            acc = acc * alpha[:, None] + tl.dot(p, words_to_f16(v, PTX)) * v_top
+            acc += tl.dot(p, words_to_f16(v, PTX)) * v_top
         else:
+            p, alpha, m, l = _softmax_step(s, m, l)
             v = tl.load(v_cache_ptr + rows[:, None] + d[None, :], mask=kv_mask, other=0.0)
             if KV_INT8:  # each value's scale goes with its probability
                 p = p * tl.load(v_scale_ptr + slots * HK + kvh, mask=tmask, other=0.0)[None, :]
-            acc = acc * alpha[:, None] + dot_values(p, v, q.dtype, IEEE)
+            acc = acc * alpha[:, None] + dot_values(p, v, q.dtype, IEEE)  # the rescale beside the MMA, not before
     return m, l, acc
 
 
@@ -168,13 +203,13 @@ def _decode_kernel(
     dmask = d < D
     q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=gmask[:, None] & dmask[None, :], other=0.0)
-    m = tl.full([BLOCK_G], float("-inf"), tl.float32)
-    l = tl.zeros([BLOCK_G], tl.float32)
     if CUDA_CORES:
-        m, l, acc = _attend_on_cuda_cores(q.to(tl.float32), m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
+        m, l, acc = _attend_on_cuda_cores(q.to(tl.float32), k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
                                           block_tables_ptr, b, stride_bt, kvh, start, end, qk_scale, HK, D, BLOCK_D,
                                           PAGE, BLOCK_N, PTX)
     else:
+        m = tl.full([BLOCK_G], float("-inf"), tl.float32)
+        l = tl.zeros([BLOCK_G], tl.float32)
         m, l, acc = _attend_on_tensor_cores(q, m, l, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
                                             block_tables_ptr, b, stride_bt, kvh, start, end, qk_scale, HK, D,
                                             BLOCK_G, BLOCK_D, PAGE, BLOCK_N, IEEE, KV_INT8, F16, PTX)
@@ -220,11 +255,15 @@ def _combine_kernel(
 MAX_SPLITS = 32
 
 
-def decode_num_splits(batch: int, kv_heads: int, max_context_len: int, num_sms: int,
-                      block_n: int = 64) -> int:
-    """Enough programs to fill the GPU about twice, without splits shorter than one tile."""
-    wanted = triton.cdiv(2 * num_sms, max(1, batch * kv_heads))
-    longest = triton.cdiv(max(1, max_context_len), block_n)
+def decode_num_splits(batch: int, kv_heads: int, max_context_len: int, num_sms: int, kv_int8: bool = False,
+                      group: int = 1) -> int:
+    """Enough programs to fill the GPU about twice, without splits shorter than a tile (64 keys; 32
+    over int8). Over an int8 cache a program is one warp, a quarter of the others: on CUDA cores
+    (group 1) four times as many, with grouped heads (their tiles take more registers) twice as many
+    (measured best on an H200)."""
+    per_sm = (8 if group == 1 else 4) if kv_int8 else 2
+    wanted = triton.cdiv(per_sm * num_sms, max(1, batch * kv_heads))
+    longest = triton.cdiv(max(1, max_context_len), 32 if kv_int8 else 64)
     return triton.next_power_of_2(max(1, min(wanted, longest, MAX_SPLITS)))
 
 
@@ -235,8 +274,8 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                            num_stages: int = 2) -> torch.Tensor:
     """q: [B, Hq, D]; caches: [num_blocks, page, Hk, D] (int8 ones with their scales
     [num_blocks, page, Hk], see kv_int8.py); returns [B, Hq, D]. num_splits is a power of two
-    fixed by the caller (fixed per CUDA-graph batch size), and the context is cut into that many
-    parts at run time. block_n (keys per tile) and num_stages may be given (benchmarks); num_stages
+    fixed by the caller (fixed per CUDA-graph batch size; decode_num_splits), and the context is cut
+    into that many parts at run time. block_n (keys per tile) and num_stages may be given (benchmarks); num_stages
     changes nothing on CUDA cores, where no load goes through shared memory."""
     batch, hq, dim = q.shape
     _, page, hk, _ = k_cache.shape
@@ -254,9 +293,10 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     f16 = kv_int8 and not cuda_cores and q.dtype != torch.float32 and whole_words
     ptx = kv_int8 and q.is_cuda and torch.version.cuda is not None and whole_words
     pdl = dependent_launch(q)
-    # 32 keys over an int8 cache (on CUDA cores two tiles' codes and a row per key fit in 128
-    # registers with 4 warps; on the tensor cores measured fastest too)
-    block_n = block_n or max(page, 32 if kv_int8 else 64 if dim <= 128 else 32)
+    # over an int8 cache one warp a program, 8 keys a tile on CUDA cores (two tiles' codes and a
+    # row per key in registers; fewer if a page is shorter), 32 on the tensor cores (measured fastest)
+    block_n = block_n or (min(8, page) if cuda_cores else 32 if kv_int8 else max(page, 64 if dim <= 128 else 32))
+    assert not cuda_cores or page % block_n == 0, "on CUDA cores a tile lies in one page"
     parts = (torch.empty(batch, hq, num_splits, dim, dtype=torch.float32, device=q.device),
              torch.empty(batch, hq, num_splits, 2, dtype=torch.float32, device=q.device)) \
         if num_splits > 1 else (out, out)
@@ -267,8 +307,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         HK=hk, GROUP=group, BLOCK_G=1 if cuda_cores else max(16, triton.next_power_of_2(group)), D=dim,
         BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
         IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores, F16=f16, PTX=ptx, HEADS_FIRST=cuda_cores,
-        PDL=pdl,
-        launch_pdl=pdl, num_warps=4, num_stages=num_stages)
+        PDL=pdl, launch_pdl=pdl, num_warps=1 if kv_int8 else 4, num_stages=num_stages)
     if num_splits > 1:
         _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
                                      BLOCK_D=triton.next_power_of_2(dim), SPLITS=num_splits, PDL=pdl, launch_pdl=pdl,

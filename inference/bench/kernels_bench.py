@@ -35,7 +35,7 @@ def decode_attention(shape: str, batch: int, ctx: int, copy_bw: float, kv_int8: 
     q = torch.randn(batch, heads, dim, dtype=torch.bfloat16, device="cuda")
     lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    splits = decode_num_splits(batch, kv_heads, ctx, sms)
+    splits = decode_num_splits(batch, kv_heads, ctx, sms, kv_int8=kv_int8, group=heads // kv_heads)
     ms = graph_ms([lambda: paged_decode_attention(q, k, v, tables, lens, dim ** -0.5, splits, k_scales=k_scales,
                                                   v_scales=v_scales, **tiles)] * 4)
     kv_bytes = 2 * batch * ctx * kv_heads * (dim + 4 if kv_int8 else 2 * dim)
@@ -61,8 +61,8 @@ def prefill_attention(shape: str, length: int) -> dict:
 
 def int8_kv_tiles(copy_bw: float) -> list[dict]:
     """Decode attention over an int8 cache at batch 64 x 8192 (7B: the CUDA-core kernel, which
-    has no pipeline depth to tune) with other key tiles than its default 32."""
-    return [decode_attention("7b", 64, 8192, copy_bw, kv_int8=True, block_n=block_n) for block_n in (16, 32, 64, 128)]
+    has no pipeline depth to tune) with other key tiles than its default 8 (up to a page, 16)."""
+    return [decode_attention("7b", 64, 8192, copy_bw, kv_int8=True, block_n=block_n) for block_n in (2, 4, 8, 16)]
 
 
 def run(copy_bw: float, only: str | None = None) -> dict:
@@ -73,8 +73,8 @@ def run(copy_bw: float, only: str | None = None) -> dict:
         record |= {
             "decode_attention": [decode_attention(s, 64, c, copy_bw) for s in ("7b", "34b") for c in (512, 2048, 8192)]
             + [decode_attention("7b", 1, c, copy_bw) for c in (512, 4096)],
-            "decode_attention_int8_kv": [decode_attention(s, 64, c, copy_bw, kv_int8=True) for s in ("7b", "34b")
-                                         for c in (512, 2048, 8192)],
+            "decode_attention_int8_kv": [decode_attention(s, b, c, copy_bw, kv_int8=True) for s in ("7b", "34b")
+                                         for b, c in ((64, 512), (64, 2048), (64, 8192), (256, 512), (8, 4096))],
             "decode_attention_int8_kv_tiles": int8_kv_tiles(copy_bw),
             "prefill_attention": [prefill_attention(s, n) for s in ("7b", "34b") for n in (2048, 8192)],
         }

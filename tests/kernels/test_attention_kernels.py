@@ -64,6 +64,10 @@ def test_split_count_fills_the_gpu_without_empty_tiles():
     assert decode_num_splits(batch=1, kv_heads=32, max_context_len=512, num_sms=132) == 8
     assert decode_num_splits(batch=64, kv_heads=32, max_context_len=2048, num_sms=132) == 1
     assert decode_num_splits(batch=1, kv_heads=8, max_context_len=60, num_sms=132) == 1
+    # over an int8 cache a program is one warp: four times the programs on CUDA cores, twice with groups
+    assert decode_num_splits(batch=16, kv_heads=32, max_context_len=2048, num_sms=132) == 1
+    assert decode_num_splits(batch=16, kv_heads=32, max_context_len=2048, num_sms=132, kv_int8=True) == 4
+    assert decode_num_splits(batch=64, kv_heads=8, max_context_len=2048, num_sms=132, kv_int8=True, group=8) == 2
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -80,6 +84,17 @@ def test_decode_over_an_int8_cache_matches_reference(dtype, heads, kv_heads, spl
     torch.testing.assert_close(got.float(), reference(case).float(), atol=TOL[dtype], rtol=TOL[dtype])
 
 
+@pytest.mark.parametrize("page", [4, 32])
+def test_int8_decode_on_cuda_cores_reads_tiles_within_a_page(page):
+    """The CUDA-core kernel's tiles (8 keys) lie in one page: shorter pages take shorter tiles,
+    longer ones several tiles."""
+    context = [3, 70, 0, 130]
+    case = int8_kv(make_case([1] * len(context), context, heads=2, kv_heads=2, dim=32, page=page, device=DEVICE))
+    got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
+                                 case.scale, num_splits=2, k_scales=case.k_scales, v_scales=case.v_scales)
+    torch.testing.assert_close(got, reference(case), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("q_scale", [1e-7, 1.0, 1e6])
 def test_grouped_heads_over_an_int8_cache_hold_any_query_scale(q_scale):
     """Grouped heads over an int8 cache multiply in float16, bfloat16 queries scaled by a power of
@@ -93,6 +108,29 @@ def test_grouped_heads_over_an_int8_cache_hold_any_query_scale(q_scale):
     want = paged_attention_ref(case.q, case.k_cache, case.v_cache, case.cu_seqlens_q, case.context_lens,
                                case.block_tables, case.scale / q_scale, case.k_scales, case.v_scales)
     torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (2, 2)], ids=["gqa2-mma", "mha-cuda-cores"])
+def test_int8_decode_follows_each_heads_rising_scores(heads, kv_heads):
+    """Over an int8 cache the running max moves only when a score passes it by 2^8: here scores
+    rise along the context by less than that per tile and by more, and the heads of a group rise
+    at different keys (one along the first half of the context, its neighbour along the second;
+    a max moved for the group as a whole would leave the second head's probabilities overflowing)."""
+    context = [300, 90]
+    case = make_case([1] * len(context), context, heads=heads, kv_heads=kv_heads, dim=32, dtype=torch.float16,
+                     device=DEVICE)
+    k_cache = case.k_cache.float() * 0.1
+    for seq, length in enumerate(context):
+        t = torch.arange(length)
+        blocks, rows = case.block_tables[seq].long()[t // 16], t % 16
+        k_cache[blocks, rows, :, 0] = (t.clamp(max=length // 2) / 8).to(k_cache)[:, None]
+        k_cache[blocks, rows, :, 1] = ((t - length // 2).clamp(min=0) / 8).to(k_cache)[:, None]
+    q = torch.zeros_like(case.q)
+    q[:, 0::2, 0] = q[:, 1::2, 1] = 30.0  # log2 scores rising by 0.96 a key, up to 144 (past float32)
+    case = int8_kv(replace(case, q=q, k_cache=k_cache))
+    got = paged_decode_attention(case.q, case.k_cache, case.v_cache, case.block_tables, case.context_lens,
+                                 case.scale, num_splits=2, k_scales=case.k_scales, v_scales=case.v_scales)
+    torch.testing.assert_close(got.float(), reference(case).float(), atol=2e-3, rtol=2e-3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

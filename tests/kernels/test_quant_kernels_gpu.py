@@ -214,7 +214,7 @@ def test_rotary_writes_an_int8_cache_bf16():
     assert rel_err(q, want_q) < 1e-2
     for want, got in zip(caches[:2], caches[2:]):  # rounding may differ by one step (fused multiply-add)
         assert (want.int() - got.int()).abs().max() <= 1
-    for want, got in zip(scales[:2], scales[2:]):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+    for want, got in zip(scales[:2], scales[2:]):  # and so may a row's largest value: one bfloat16 step
+        torch.testing.assert_close(got, want, rtol=2 ** -7, atol=0)
     codes, _ = quantize_kv_ref(v[slots >= 0])
     assert (codes.int() - caches[3].view(-1, 32, 128)[slots[slots >= 0]].int()).abs().max() <= 1
