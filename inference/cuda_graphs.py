@@ -51,8 +51,8 @@ class DecodeGraphs:
         self.cu_seqlens = torch.arange(n + 1, **i32)
         self.logits = torch.zeros(n, model.cfg.vocab_size, dtype=torch.float32, device=device)
         self.splits = {b: kernels.decode_num_splits(b, model.num_local_kv_heads, max_model_len, num_sms,
-                                                    kv_int8=kv_scales is not None, group=model.cfg.num_heads
-                                                    // model.cfg.num_kv_heads)
+                                                    kv_int8=kv_scales is not None,
+                                                    group=model.query_heads_per_kv_head)
                        for b in self.buckets}
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._capture()

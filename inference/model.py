@@ -143,6 +143,10 @@ class LlamaModel(nn.Module):
     def num_local_kv_heads(self) -> int:
         return self.layers[0].num_kv_heads
 
+    @property
+    def query_heads_per_kv_head(self) -> int:
+        return self.cfg.num_heads // self.cfg.num_kv_heads
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: torch.Tensor,
                 meta: AttentionMetadata, kv_scales: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids, positions: [T]; kv_caches: [layers, 2, blocks, block_size, kv_heads, head_dim],

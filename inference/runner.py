@@ -199,7 +199,7 @@ class ModelRunner:
             max_query_len=max(batch.num_new_tokens), max_context_len=max(ctx), num_decodes=num_decodes,
             decode_splits=kernels.decode_num_splits(num_decodes, self.model.num_local_kv_heads, decode_ctx,
                                                     self.num_sms, kv_int8=self.config.kv_int8,
-                                                    group=self.model.cfg.num_heads // self.model.cfg.num_kv_heads))
+                                                    group=self.model.query_heads_per_kv_head))
         prompt = PromptScoring(prompt_spans, longs["prompt_targets"], long_views["prompt_targets"]) \
             if prompt_spans else None
         all_decoding = self.verify_graphs is not None and prompt is None and len(sample_seqs) == len(batch) and all(

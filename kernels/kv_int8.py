@@ -14,9 +14,9 @@ same block, so prefix caching and preemption move nothing extra. A row takes D +
 kernels and this reference agree bit for bit.
 
 Below the references, what the attention kernels share to read a tile of it: the codes as int32
-words of four or as bytes, with their scales (int8_rows, load_int8_rows, load_int8_tile), and the codes made exact float32 or
-float16 numbers in registers, by one PTX instruction or two per code on an NVIDIA GPU (PTX) and
-field by field under Triton's interpreter.
+words of four or as bytes, with their scales (int8_rows, load_int8_rows, load_int8_tile), and the
+codes made exact float32 or float16 numbers in registers, by one PTX instruction or two per code on
+an NVIDIA GPU (PTX) and field by field under Triton's interpreter.
 """
 
 from __future__ import annotations

@@ -275,8 +275,8 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     """q: [B, Hq, D]; caches: [num_blocks, page, Hk, D] (int8 ones with their scales
     [num_blocks, page, Hk], see kv_int8.py); returns [B, Hq, D]. num_splits is a power of two
     fixed by the caller (fixed per CUDA-graph batch size; decode_num_splits), and the context is cut
-    into that many parts at run time. block_n (keys per tile) and num_stages may be given (benchmarks); num_stages
-    changes nothing on CUDA cores, where no load goes through shared memory."""
+    into that many parts at run time. block_n (keys per tile) and num_stages may be given
+    (benchmarks); num_stages changes nothing on CUDA cores, where no load goes through shared memory."""
     batch, hq, dim = q.shape
     _, page, hk, _ = k_cache.shape
     assert k_cache.is_contiguous() and v_cache.is_contiguous() and q.stride(2) == 1
