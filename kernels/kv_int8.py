@@ -134,14 +134,17 @@ def int8_rows(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, kvh, HK
 
 
 @triton.jit
-def load_int8_rows(k, v, k_scale, v_scale, tmask, D: tl.constexpr, BLOCK_D: tl.constexpr, WORDS: tl.constexpr):
-    """The codes and scales at the places int8_rows gave (of the rows in tmask)."""
+def load_int8_rows(k, v, k_scale, v_scale, first, tmask, HK: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                   WORDS: tl.constexpr):
+    """The codes and scales first slots past the places int8_rows gave (of the rows in tmask)."""
     if WORDS:
         mask = tmask[:, None]
+        row = HK * D // 4
     else:
         mask = tmask[:, None] & (tl.arange(0, BLOCK_D) < D)[None, :]
-    return (tl.load(k, mask=mask, other=0), tl.load(v, mask=mask, other=0),
-            tl.load(k_scale, mask=tmask, other=0.0), tl.load(v_scale, mask=tmask, other=0.0))
+        row = HK * D
+    return (tl.load(k + first * row, mask=mask, other=0), tl.load(v + first * row, mask=mask, other=0),
+            tl.load(k_scale + first * HK, mask=tmask, other=0.0), tl.load(v_scale + first * HK, mask=tmask, other=0.0))
 
 
 @triton.jit
@@ -150,4 +153,4 @@ def load_int8_tile(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, tm
     """The codes of KV head kvh at slots (int32 words of four when WORDS, else int8) and their scales."""
     k, v, k_scale, v_scale = int8_rows(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, slots, kvh, HK, D, BLOCK_D,
                                        WORDS)
-    return load_int8_rows(k, v, k_scale, v_scale, tmask, D, BLOCK_D, WORDS)
+    return load_int8_rows(k, v, k_scale, v_scale, 0, tmask, HK, D, BLOCK_D, WORDS)

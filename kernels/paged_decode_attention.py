@@ -87,20 +87,16 @@ def _attend_on_cuda_cores(q, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
     loaded while this one is computed, and the max moves lazily (module docstring)."""
     q = q * qk_scale
     offs = tl.arange(0, BLOCK_N)
-    k_at, v_at, k_scale_at, v_scale_at = int8_rows(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, offs, kvh, HK,
-                                                   D, BLOCK_D, PTX)
-    row = HK * D // 4 if PTX else HK * D  # a slot's step in codes loaded
+    at = int8_rows(k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, offs, kvh, HK, D, BLOCK_D, PTX)
     first = _tile_slots(block_tables_ptr, b, stride_bt, start, end, PAGE)
-    k, v, k_scale, v_scale = load_int8_rows(k_at + first * row, v_at + first * row, k_scale_at + first * HK,
-                                            v_scale_at + first * HK, start + offs < end, D, BLOCK_D, PTX)
+    k, v, k_scale, v_scale = load_int8_rows(*at, first, start + offs < end, HK, D, BLOCK_D, PTX)
     first = _tile_slots(block_tables_ptr, b, stride_bt, start + BLOCK_N, end, PAGE)
     m = float("-inf")
     l = 0.0
     acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)  # a row per key: no tile needs a sum across lanes
     for n0 in range(start, end, BLOCK_N):
-        k_next, v_next, k_scale_next, v_scale_next = load_int8_rows(
-            k_at + first * row, v_at + first * row, k_scale_at + first * HK, v_scale_at + first * HK,
-            n0 + BLOCK_N + offs < end, D, BLOCK_D, PTX)
+        k_next, v_next, k_scale_next, v_scale_next = load_int8_rows(*at, first, n0 + BLOCK_N + offs < end, HK, D,
+                                                                    BLOCK_D, PTX)
         first = _tile_slots(block_tables_ptr, b, stride_bt, n0 + 2 * BLOCK_N, end, PAGE)
         # each key's scale multiplies its score, each value's goes with its probability
         s = tl.where(n0 + offs < end, tl.sum(q * codes_to_f32(k, PTX), axis=1) * k_scale, float("-inf"))
