@@ -10,10 +10,10 @@ from kernels.paged_attention import paged_attention_ref
 from kernels.paged_decode_attention import paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention
 from kernels import quant_linear
-from kernels.quant_gemm import quant_gemm
+from kernels.quant_gemm import quant_gemm, takes_float16_pairs
 from kernels.gemv_input import new_packed_input, packed_input_ref
 from kernels.quant_gemv import packed_products, quant_gemv, takes_packed_input
-from kernels.quantized_weights import quant_linear_ref
+from kernels.quantized_weights import dequantize_ref, quant_linear_ref
 from kernels.rms_norm import rms_norm, rms_norm_ref
 from kernels.rotary import rotary_write_kv, rotary_write_kv_ref
 from kernels.silu_mul import silu_and_mul, silu_and_mul_ref
@@ -37,8 +37,8 @@ def case_for(k, n, bits, group, act_order):
 def test_gemv_and_gemm_at_7b_sizes(k, n, bits, group, act_order):
     case = case_for(k, n, bits, group, act_order)
     for kernel, m in [(quant_gemv, 1), (quant_gemv, 8), (quant_gemv, 16), (quant_gemv, 33), (quant_gemv, 64),
-                      (quant_gemm, 17), (quant_gemm, 300), (quant_gemm, 2048), (quant_linear, 100),
-                      (quant_linear, 300)]:
+                      (quant_gemm, 17), (quant_gemm, 64), (quant_gemm, 300), (quant_gemm, 2048),
+                      (quant_linear, 48), (quant_linear, 100), (quant_linear, 300)]:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         assert rel_err(kernel(x, *case.args), quant_linear_ref(x, *case.args)) < 1e-2, (kernel, m)
 
@@ -46,14 +46,38 @@ def test_gemv_and_gemm_at_7b_sizes(k, n, bits, group, act_order):
 @pytest.mark.parametrize("k,n", SHAPES_7B, ids=["qkv", "o", "gate_up", "down"])
 @pytest.mark.parametrize("bits,group,act_order", SCHEMES, ids=["w4g128", "w8", "w4g128-act"])
 def test_gemm_tiles_of_the_sweep_at_7b_sizes(k, n, bits, group, act_order):
-    """The fused GEMM with tiles `bench kernels` sweeps, up to 256 rows by 128 columns."""
+    """The fused GEMM with tiles `bench kernels` sweeps, up to 256 rows by 128 columns (at 40 and 64
+    rows 4-bit weights go in float16 pairs)."""
     case = case_for(k, n, bits, group, act_order)
-    for m in (128, 256, 512):
+    for m in (40, 64, 128, 256, 512):
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         for config in (dict(block_m=128, block_n=64, block_k=128, num_warps=4),
                        dict(block_m=256, block_n=128, block_k=64, num_warps=8)):
             got = quant_gemm(x, *case.args, **config)
             assert rel_err(got, quant_linear_ref(x, *case.args)) < 1e-2, (m, config)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gemm_float16_weights_from_inline_assembly_are_rounded_once(dtype):
+    """Unit rows pick single weights from the GEMM's float16 pairs (lop3, sub/fma and mul.f16x2):
+    each is (q - z) * s rounded once to float16, zeros up to 16 (GPTQ v1) included."""
+    case = case_for(512, 192, 4, 128, False)
+    eye = torch.eye(512, device="cuda", dtype=dtype)
+    assert takes_float16_pairs(eye[:64], 4) and not takes_float16_pairs(eye[:65], 4)
+    got = torch.cat([quant_gemm(rows, *case.args) for rows in eye.split(64)])
+    assert torch.equal(got, dequantize_ref(*case.args).t().half().to(dtype))
+
+
+def test_gemm_rows_of_any_magnitude_in_float16():
+    """The GEMM's float16 input scales each row by its own power of two: rows of 1e-6 and 2e5
+    (both outside float16's range) keep the reference's accuracy, beside ordinary ones."""
+    case = case_for(4096, 4096, 4, 128, True)
+    x = torch.randn(64, 4096, device="cuda")
+    x[1] *= 1e-6
+    x[2] *= 2e5
+    x = x.to(torch.bfloat16)
+    got, want = quant_gemm(x, *case.args).float(), quant_linear_ref(x.float(), *case.args)
+    assert (((got - want).abs().amax(1) / want.abs().amax(1)) < 1e-2).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
