@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemv_input import row_scale
+from .gemv_input import row_scale, row_scale_ref
 
 HEADROOM = tl.constexpr(14)  # a row's largest |x| times its power of two is in [2^14, 2^15)
 PAIR_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # position p of every 8 inputs holds input PAIR_ORDER[p]
@@ -32,10 +32,7 @@ def gemm_input_ref(x: torch.Tensor, perm: torch.Tensor | None) -> tuple[torch.Te
     if perm is not None:
         x = x[:, perm.long()]
     rows = x.float().view(m, k // 8, 8)[:, :, list(PAIR_ORDER)].reshape(m, k)
-    headroom = HEADROOM.value
-    exponent = ((rows.abs().amax(1).view(torch.int32) >> 23) & 0xFF).clamp(min=headroom + 1)
-    up = ((254 + headroom - exponent) << 23).view(torch.float32)
-    down = ((exponent - headroom) << 23).view(torch.float32)
+    up, down = row_scale_ref(rows.abs().amax(1), HEADROOM.value)
     return (rows * up[:, None]).half(), down
 
 

@@ -26,13 +26,16 @@ HEADROOM = tl.constexpr(8)  # the largest of 8 inputs, times their power of two,
 def packed_input_ref(x: torch.Tensor) -> torch.Tensor:
     """x: [1, K] (K a multiple of 8) -> [K / 8, WORDS] int32, as the producing kernels write it."""
     rows = x.float().view(-1, 8)
-    headroom = HEADROOM.value
-    exponent = ((rows.abs().amax(1).view(torch.int32) >> 23) & 0xFF).clamp(min=headroom + 1)
-    up = ((254 + headroom - exponent) << 23).view(torch.float32)
-    down = ((exponent - headroom) << 23).view(torch.float32)
+    up, down = row_scale_ref(rows.abs().amax(1), HEADROOM.value)
     scaled = (rows * up[:, None]).half()
     pairs = torch.stack([scaled[:, :4], scaled[:, 4:]], -1).contiguous().view(torch.int32).view(-1, 4)
     return torch.cat([pairs, down.view(torch.int32)[:, None]], 1)
+
+
+def row_scale_ref(top: torch.Tensor, headroom: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """row_scale's (up, down) for float32 maxima top."""
+    exponent = ((top.view(torch.int32) >> 23) & 0xFF).clamp(min=headroom + 1)
+    return ((254 + headroom - exponent) << 23).view(torch.float32), ((exponent - headroom) << 23).view(torch.float32)
 
 
 def new_packed_input(k: int, device: torch.device | str) -> torch.Tensor:

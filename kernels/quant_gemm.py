@@ -10,10 +10,10 @@ Up to 64 rows of half-precision x meet 4-bit weights in float16 pairs: x arrives
 writes it (float16, a power of two per row, inputs in pair order), and one lop3 makes two weights'
 float16 1024 + q, one sub.f16x2 takes the zero off (q - z, exact) and one mul.f16x2 applies the
 scale (rounded once, as float32 arithmetic rounded to float16 would): the loop's sm_90 SASS has 327
-instructions a K step against 558 unpacking to float32 (64 x 64 x 128 tiles). Measured on an H200 (CUDA graphs, 7B
-projections): at 64 rows qkv 38.5 -> 35.0 and gate_up 57.5 -> 47.9 us; at 128 and 256 rows it was
-slower (gate_up 81.7 -> 92.4 at 128), so there, and for 8-bit weights or float32 x, the weights go
-through float32 (quantized_weights.dot_tile). Triton's interpreter (the CPU tests) makes the same
+instructions a K step against 558 unpacking to float32 (64 x 64 x 128 tiles). Measured on an H200
+(CUDA graphs, 7B projections): at 64 rows qkv 38.5 -> 35.0 and gate_up 57.5 -> 47.9 us; at 128 and
+256 rows it was slower (gate_up 81.7 -> 92.4 at 128), so there, and for 8-bit weights or float32
+x, the weights go through float32 (quantized_weights.dot_tile). Triton's interpreter (the CPU tests) makes the same
 float16 weights field by field: (q - z) * s is exact in float32, so one rounding gives mul.f16x2's.
 """
 
@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .gemm_input import gemm_input
-from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile
+from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile, repeated_words
 
 BLOCK_N = 64  # output columns per program
 FLOAT16_MAX_ROWS = 64  # the most rows multiplied in float16 pairs (see above)
@@ -57,12 +57,9 @@ _WORD_TO_F16_REGS = tl.constexpr(",".join(["=r"] * 4 + ["r"] * 20))
 def _float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP: tl.constexpr,
                   BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
     """The float16 4-bit weights W[offs_n, k0 : k0 + BLOCK_K] ([BLOCK_N, BLOCK_K]) in pair order
-    (gemm_input.PAIR_ORDER). Each word is repeated along a new innermost axis, so the eight values
-    made of it stay in the thread that loaded it (as in quantized_weights.dequantize_tile)."""
-    rows = k0 // 8 + tl.arange(0, BLOCK_K // 8)
-    words = tl.load(qweight_ptr + rows[None, :].to(tl.int64) * N + offs_n[:, None], mask=n_mask[:, None], other=0)
-    for _ in tl.static_range(3):
-        words = tl.reshape(tl.join(words, words), (BLOCK_N, words.shape[1] * 2))
+    (gemm_input.PAIR_ORDER); on the GPU eight a word from one inline-assembly block, which takes the
+    word's eight repeats as its eight inputs."""
+    words = repeated_words(qweight_ptr, k0, offs_n, n_mask, N, 4, BLOCK_K, BLOCK_N)
     scale, zero = group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP)
     if PTX:
         tile: tl.constexpr = (BLOCK_N, BLOCK_K)

@@ -120,15 +120,26 @@ def dequantize_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
     reshaping moved values between threads: the fused GEMM at 128 rows took 0.35 against 0.25 ms
     for one 7B layer's four projections on an H200.)"""
     PER_WORD: tl.constexpr = 32 // BITS
+    words = repeated_words(qweight_ptr, k0, offs_n, n_mask, N, BITS, BLOCK_K, BLOCK_N)
+    q = (words >> ((tl.arange(0, BLOCK_K) % PER_WORD) * BITS)[None, :]) & ((1 << BITS) - 1)
+    scale, zero = group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP)
+    # a field q read as (q | 0x4B000000) is the float32 2^23 + q, exactly
+    return ((q | 0x4B000000).to(tl.float32, bitcast=True) - (zero + 8388608.0)[:, None]) * scale[:, None]
+
+
+@triton.jit
+def repeated_words(qweight_ptr, k0, offs_n, n_mask, N, BITS: tl.constexpr, BLOCK_K: tl.constexpr,
+                   BLOCK_N: tl.constexpr):
+    """[BLOCK_N, BLOCK_K] int32: the word holding W[offs_n, k0 + i] at column i, each word loaded
+    once and repeated in the registers of the thread that loaded it (tl.join along a new innermost
+    axis, reshaped), so that the fields unpacked from it need not move between threads."""
+    PER_WORD: tl.constexpr = 32 // BITS
     JOINS: tl.constexpr = 3 if BITS == 4 else 2  # log2(PER_WORD)
     rows = k0 // PER_WORD + tl.arange(0, BLOCK_K // PER_WORD)
     words = tl.load(qweight_ptr + rows[None, :].to(tl.int64) * N + offs_n[:, None], mask=n_mask[:, None], other=0)
     for _ in tl.static_range(JOINS):
         words = tl.reshape(tl.join(words, words), (BLOCK_N, words.shape[1] * 2))
-    q = (words >> ((tl.arange(0, BLOCK_K) % PER_WORD) * BITS)[None, :]) & ((1 << BITS) - 1)
-    scale, zero = group_scale_zero(scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP)
-    # a field q read as (q | 0x4B000000) is the float32 2^23 + q, exactly
-    return ((q | 0x4B000000).to(tl.float32, bitcast=True) - (zero + 8388608.0)[:, None]) * scale[:, None]
+    return words
 
 
 @triton.jit
