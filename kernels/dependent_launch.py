@@ -20,11 +20,13 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from .ptx import runs_ptx
+
 
 def dependent_launch(t: torch.Tensor) -> bool:
     """Whether kernels working on t launch before their predecessor ends: an NVIDIA GPU of compute
     capability 9.0 or later (the instructions exist from sm_90 on)."""
-    return t.is_cuda and torch.version.cuda is not None and _from_sm90(t.device.index)
+    return runs_ptx(t) and _from_sm90(t.device.index)
 
 
 @functools.cache  # a fact of the hardware, looked up once per device: prompts launch kernels eagerly

@@ -40,6 +40,7 @@ from .attention_tiles import dot_keys, dot_values
 from .dependent_launch import dependent_launch, launch_next, wait_for_previous
 from .gemv_input import row_scale
 from .kv_int8 import check_kv_scales, codes_to_f32, int8_rows, load_int8_rows, load_int8_tile, words_to_f16
+from .ptx import runs_ptx
 
 _LOG2E = 1.4426950408889634
 LAZY_MAX = tl.constexpr(8.0)  # log2: probabilities up to 256 before the running max moves
@@ -287,7 +288,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     # products); PTX: codes converted by inline assembly (an NVIDIA GPU). Both read codes as words.
     whole_words = dim % 4 == 0 and dim & (dim - 1) == 0
     f16 = kv_int8 and not cuda_cores and q.dtype != torch.float32 and whole_words
-    ptx = kv_int8 and q.is_cuda and torch.version.cuda is not None and whole_words
+    ptx = kv_int8 and runs_ptx(q) and whole_words
     pdl = dependent_launch(q)
     # over an int8 cache one warp a program, 8 keys a tile on CUDA cores (two tiles' codes and a
     # row per key in registers; fewer if a page is shorter), 32 on the tensor cores (measured fastest)

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from .gemm_input import gemm_input
+from .ptx import runs_ptx
 from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile, repeated_words
 
 BLOCK_N = 64  # output columns per program
@@ -142,5 +143,5 @@ def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
         x_in, down if f16 else x, qweight, scales, zeros, perm if perm is not None else qweight, out, m, n,
         x.shape[1], x_in.stride(0), out.stride(0), BITS=bits, GROUP=group, HAS_PERM=perm is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, IEEE=x.dtype == torch.float32, F16=f16,
-        PTX=f16 and x.is_cuda and torch.version.cuda is not None, num_warps=num_warps, num_stages=num_stages)
+        PTX=f16 and runs_ptx(x), num_warps=num_warps, num_stages=num_stages)
     return out

@@ -25,6 +25,7 @@ import triton.language as tl
 
 from .dependent_launch import dependent_launch, launch_next, wait_for_previous
 from .gemv_input import WORDS as PACKED_INPUT_WORDS, load_packed_input
+from .ptx import runs_ptx
 from .quant_gemv_packed import float16_products, pack_inputs
 from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile
 
@@ -164,7 +165,7 @@ def packed_products(x: torch.Tensor, bits: int) -> bool:
     so on an NVIDIA GPU only, for 16-bit activations (float32 keeps float32 products), and for
     4-bit weights: with 8-bit ones float32 products measured faster on an H200 (one 7B layer's
     four projections 89.5-91.5 against 96.2-97.4 µs in two runs)."""
-    return bits == 4 and x.is_cuda and torch.version.cuda is not None and x.dtype in (torch.bfloat16, torch.float16)
+    return bits == 4 and runs_ptx(x) and x.dtype in (torch.bfloat16, torch.float16)
 
 
 def takes_packed_input(x: torch.Tensor, bits: int, perm: torch.Tensor | None) -> bool:
