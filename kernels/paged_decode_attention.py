@@ -19,15 +19,17 @@ With one query head per KV head (7B, 13B) an int8 cache runs on CUDA cores (CUDA
 would pad the single query row to 16 rows. Each lane turns its codes to float32 in registers and
 keeps one partial output row per key of the 8-key tile, summed once per split; the next tile's
 codes are loaded while this one is computed (its pages looked up a tile earlier); on the GPU the
-codes arrive as int32 words and one `prmt` per code builds 2^23 + 128 + c (PTX); and the programs
-of one sequence's heads run side by side (HEADS_FIRST), so they share the DRAM pages and scale
-lines that hold their rows.
+codes arrive as int32 words and one `prmt` per code builds 2^23 + 128 + c (PTX).
 
 With several query heads per KV head (34B, 70B) an int8 cache stays on the tensor cores, in float16
 (F16): its codes are whole numbers below 128, exact in float16, built from the loaded words in
 registers (on the GPU two prmt and two sub.f16x2 per four codes), so the tile enters the MMA as
 float16 does; converting int8 codes to bfloat16 operands had Triton fetch them from shared memory
 one byte at a time. Float16 also keeps three more bits of each probability than bfloat16.
+
+Over an int8 cache the programs of one sequence's KV heads run side by side (HEADS_FIRST), so they
+share the DRAM pages and scale lines that hold their rows (a row's scale is 4 bytes, HK of them in
+a line): at 34B on an H200, 64 x 8,192 keys 68.5 -> 70.2 % of copy bandwidth, 256 x 512 59.7 -> 62.9.
 """
 
 from __future__ import annotations
@@ -297,13 +299,14 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     parts = (torch.empty(batch, hq, num_splits, dim, dtype=torch.float32, device=q.device),
              torch.empty(batch, hq, num_splits, 2, dtype=torch.float32, device=q.device)) \
         if num_splits > 1 else (out, out)
-    _decode_kernel[(hk, batch, num_splits) if cuda_cores else (batch, hk, num_splits)](
+    heads_first = kv_int8  # see the module docstring
+    _decode_kernel[(hk, batch, num_splits) if heads_first else (batch, hk, num_splits)](
         q, k_cache, v_cache, k_scales if kv_int8 else k_cache, v_scales if kv_int8 else v_cache, block_tables,
         context_lens, out, parts[0], parts[1], scale * _LOG2E,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HK=hk, GROUP=group, BLOCK_G=1 if cuda_cores else max(16, triton.next_power_of_2(group)), D=dim,
         BLOCK_D=triton.next_power_of_2(dim), PAGE=page, BLOCK_N=block_n, SPLITS=num_splits,
-        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores, F16=f16, PTX=ptx, HEADS_FIRST=cuda_cores,
+        IEEE=q.dtype == torch.float32, KV_INT8=kv_int8, CUDA_CORES=cuda_cores, F16=f16, PTX=ptx, HEADS_FIRST=heads_first,
         PDL=pdl, launch_pdl=pdl, num_warps=1 if kv_int8 else 4, num_stages=num_stages)
     if num_splits > 1:
         _combine_kernel[(batch, hq)](parts[0], parts[1], out, out.stride(0), out.stride(1), HQ=hq, D=dim,
