@@ -107,8 +107,9 @@ class DecoderLayer(nn.Module):
         return paged_attention(q, k_cache, v_cache, meta, self.scale, k_scales, v_scales, out=out).view(t, -1)
 
     def finish(self, attn: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer after attention: o_proj, the MLP and their residual adds. A batch-1 step's 4-bit
-        GEMVs read their inputs as the norm and SiLU kernels pack them (kernels/gemv_input.py)."""
+        """The layer after attention: o_proj, the MLP and their residual adds. The 4-bit kernels of up
+        to 64 rows read their inputs in the form the norm and SiLU kernels write them besides
+        (packed_input: kernels/gemv_input.py, kernels/gemm_input.py)."""
         hidden = self.tp.all_reduce(linear(attn, self.o_proj))
         packed = packed_input(hidden, self.gate_up_proj)
         x, residual = kernels.rms_norm(hidden, self.post_attention_layernorm, self.eps, residual, packed)
@@ -117,8 +118,8 @@ class DecoderLayer(nn.Module):
 
     def gated(self, x: torch.Tensor, packed: torch.Tensor | None = None,
               packed_out: torch.Tensor | None = None) -> torch.Tensor:
-        """silu(gate) * up, [T, intermediate] (down_proj's input); packed: x packed for gate_up's
-        GEMV, packed_out: a buffer for the result packed for down's."""
+        """silu(gate) * up, [T, intermediate] (down_proj's input); packed: x in the form gate_up's
+        kernel reads, packed_out: a buffer for the result in the form down's reads."""
         return kernels.silu_and_mul(linear(x, self.gate_up_proj, packed), packed_out)
 
 

@@ -9,7 +9,8 @@ from .paged_decode_attention import MAX_SPLITS, decode_num_splits, paged_decode_
 from .paged_prefill_attention import paged_prefill_attention
 from .quant_dequantize import dequantize
 from .quant_gemm import BLOCK_N as GEMM_BLOCK_N, quant_gemm
-from .quant_gemv import MAX_ROWS as GEMV_MAX_ROWS, quant_gemv, takes_packed_input
+from .gemm_input import Float16Rows
+from .quant_gemv import MAX_ROWS as GEMV_MAX_ROWS, quant_gemv, takes_float16_rows, takes_packed_input
 from .quantized_weights import quant_linear_ref
 from .rms_norm import rms_norm as _rms_norm_triton, rms_norm_ref
 from .rotary import rotary_cos_sin, rotary_write_kv as _rotary_write_kv_triton, rotary_write_kv_ref
@@ -17,9 +18,10 @@ from .silu_mul import silu_and_mul as _silu_and_mul_triton, silu_and_mul_ref
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
-             packed_out: torch.Tensor | None = None):
+             packed_out: torch.Tensor | Float16Rows | None = None):
     """(norm(x + residual) * weight, x + residual); x and residual may be reused as outputs.
-    packed_out (GPU only): a buffer for the output packed for the batch-1 GEMV (gemv_input.py)."""
+    packed_out (GPU only): a buffer for the output in the form the next 4-bit projection reads
+    (one row packed for the batch-1 GEMV, gemv_input.py; Float16Rows, gemm_input.py)."""
     if x.is_cuda:
         return _rms_norm_triton(x, weight, eps, residual, packed_out)
     assert packed_out is None, "inputs are packed for the GEMV on the GPU only"
@@ -46,11 +48,12 @@ FUSED_MAX_ROWS = 128
 
 def quant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                  perm: torch.Tensor | None, bits: int, split_counters: torch.Tensor | None = None,
-                 packed_input: torch.Tensor | None = None) -> torch.Tensor:
+                 packed_input: torch.Tensor | Float16Rows | None = None) -> torch.Tensor:
     """x @ W.T for quantized W (kernels/quantized_weights.py): the GEMV for decode-sized inputs
     (split_counters, packed_input: see quant_gemv), the fused GEMM for mid-sized ones with outputs
     enough to fill the GPU, else a matmul on the dequantized weight (the choices above)."""
-    assert packed_input is None or takes_packed_input(x, bits, perm)
+    float16_rows = isinstance(packed_input, Float16Rows)
+    assert packed_input is None or (takes_float16_rows if float16_rows else takes_packed_input)(x, bits, perm)
     if not x.is_cuda:
         return quant_linear_ref(x, qweight, scales, zeros, perm, bits)
     rows = x.shape[0]
@@ -58,7 +61,7 @@ def quant_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
         return quant_gemv(x, qweight, scales, zeros, perm, bits, split_counters=split_counters,
                           packed_input=packed_input)
     if rows <= FUSED_MAX_ROWS and _gemm_fills_the_gpu(qweight):
-        return quant_gemm(x, qweight, scales, zeros, perm, bits)
+        return quant_gemm(x, qweight, scales, zeros, perm, bits, float16_rows=packed_input if float16_rows else None)
     return x @ dequantize(qweight, scales, zeros, perm, bits, x.dtype)
 
 
@@ -68,7 +71,7 @@ def _gemm_fills_the_gpu(qweight: torch.Tensor) -> bool:
     return qweight.shape[1] // GEMM_BLOCK_N >= torch.cuda.get_device_properties(qweight.device).multi_processor_count
 
 
-def silu_and_mul(x: torch.Tensor, packed_out: torch.Tensor | None = None) -> torch.Tensor:
+def silu_and_mul(x: torch.Tensor, packed_out: torch.Tensor | Float16Rows | None = None) -> torch.Tensor:
     """silu(gate) * up; packed_out as rms_norm's."""
     if x.is_cuda:
         return _silu_and_mul_triton(x, packed_out)

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemm_input import gemm_input
+from .gemm_input import Float16Rows, gemm_input
 from .ptx import runs_ptx
 from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile, repeated_words
 
@@ -55,8 +55,8 @@ _WORD_TO_F16_REGS = tl.constexpr(",".join(["=r"] * 4 + ["r"] * 20))
 
 
 @triton.jit
-def _float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP: tl.constexpr,
-                  BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
+def float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP: tl.constexpr,
+                 BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
     """The float16 4-bit weights W[offs_n, k0 : k0 + BLOCK_K] ([BLOCK_N, BLOCK_K]) in pair order
     (gemm_input.PAIR_ORDER); on the GPU eight a word from one inline-assembly block, which takes the
     word's eight repeats as its eight inputs."""
@@ -109,8 +109,8 @@ def _quant_gemm_kernel(
         if F16:
             x_t = tl.load(x_ptr + rows[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None], mask=m_mask[None, :],
                           other=0.0)
-            w = _float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP, BLOCK_K, BLOCK_N,
-                              PTX)
+            w = float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP, BLOCK_K, BLOCK_N,
+                             PTX)
             acc_t = tl.dot(w, x_t, acc_t)
         else:
             acc_t = dot_tile(acc_t, x_ptr, rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n,
@@ -128,8 +128,10 @@ def takes_float16_pairs(x: torch.Tensor, bits: int) -> bool:
 
 def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, block_m: int | None = None, block_n: int = BLOCK_N,
-               block_k: int = 128, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
-    """x: [M, K] -> [M, N] in x's dtype; the result of quant_linear_ref."""
+               block_k: int = 128, num_warps: int = 4, num_stages: int = 3,
+               float16_rows: Float16Rows | None = None) -> torch.Tensor:
+    """x: [M, K] -> [M, N] in x's dtype; the result of quant_linear_ref. float16_rows: x as
+    gemm_input makes it, made already (by the kernel that made x), for rows taken in float16 pairs."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     block_m = block_m or max(16, min(128, triton.next_power_of_2(m)))
     block_k = min(block_k, k_tile(group))
@@ -137,7 +139,8 @@ def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     if m == 0:
         return out
     f16 = takes_float16_pairs(x, bits)
-    x_in, down = gemm_input(x, perm) if f16 else (x, None)
+    assert float16_rows is None or (f16 and perm is None and float16_rows.values.shape == x.shape)
+    x_in, down = (gemm_input(x, perm) if float16_rows is None else float16_rows) if f16 else (x, None)
     grid = (triton.cdiv(m, block_m) * triton.cdiv(n, block_n),)
     _quant_gemm_kernel[grid](
         x_in, down if f16 else x, qweight, scales, zeros, perm if perm is not None else qweight, out, m, n,

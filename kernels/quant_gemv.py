@@ -11,8 +11,11 @@ packed float16 on the GPU (quant_gemv_packed.py), and in float32 on the words as
 (_float32_products); 2..64 rows use tl.dot as the fused GEMM does (quant_gemm.py: the weights as
 the MMA's rows, the inputs padded to 16, 32 or 64 columns), where K splits make many more programs
 than the GEMM's row-and-column tiles would (measured on an H200: 16 rows of one 7B layer in 0.10
-ms, 32 rows by the GEMM and cuBLAS on the dequantized weight in 0.17). Shapes are fixed for a given
-M, so the launch can be captured in a CUDA graph.
+ms, 32 rows by the GEMM and cuBLAS on the dequantized weight in 0.17). Given x as Float16Rows
+(kernels/gemm_input.py, written by the kernel that made x), those rows meet 4-bit weights in
+float16 pairs as the GEMM's do (FLOAT16_ROWS); measured on an H200 at 2-16 rows, CUDA graphs,
+without the input pass: qkv 24.1-25.1 -> 20.0-20.6 µs, gate_up 39.5-40.2 -> 32.9-33.5. Shapes are
+fixed for a given M, so the launch can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import triton
 import triton.language as tl
 
 from .dependent_launch import dependent_launch, launch_next, wait_for_previous
+from .gemm_input import Float16Rows
 from .gemv_input import WORDS as PACKED_INPUT_WORDS, load_packed_input
 from .ptx import runs_ptx
+from .quant_gemm import float16_tile
 from .quant_gemv_packed import float16_products, pack_inputs
 from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile
 
@@ -120,10 +125,11 @@ def _quant_gemv_kernel(
     out_ptr,  # [M, N] output
     part_ptr,  # [splits, M, N] float32 partial sums (when PARTIAL)
     done_ptr,  # [column blocks] int32 splits finished, zero between launches (when PARTIAL)
+    down_ptr,  # [M] float32: Float16Rows' powers of two (read when FLOAT16_ROWS)
     M, N, K, k_per_split, stride_xm, stride_om,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_PERM: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL: tl.constexpr, IEEE: tl.constexpr, PACKED: tl.constexpr,
-    PACKED_INPUT: tl.constexpr, PDL: tl.constexpr,
+    PACKED_INPUT: tl.constexpr, FLOAT16_ROWS: tl.constexpr, PTX: tl.constexpr, PDL: tl.constexpr,
 ):
     launch_next(PDL)
     split = tl.program_id(1)
@@ -140,8 +146,17 @@ def _quant_gemv_kernel(
         wait_for_previous(PDL)
         acc_t = tl.zeros([BLOCK_N, ROWS], tl.float32)  # out.T = W @ x.T: the weights fill the MMA's rows
         for k0 in range(k_start, k_end, BLOCK_K):
-            acc_t = dot_tile(acc_t, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr,
-                             k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
+            if FLOAT16_ROWS:  # x is Float16Rows' values
+                x_t = tl.load(x_ptr + (offs_m * stride_xm)[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None],
+                              mask=m_mask[None, :], other=0.0)
+                w = float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP, BLOCK_K, BLOCK_N,
+                                 PTX)
+                acc_t = tl.dot(w, x_t, acc_t)
+            else:
+                acc_t = dot_tile(acc_t, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr,
+                                 zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
+        if FLOAT16_ROWS:
+            acc_t *= tl.load(down_ptr + offs_m, mask=m_mask, other=0.0)[None, :]
         acc = tl.trans(acc_t)
     mask = m_mask[:, None] & n_mask[None, :]
     out = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
@@ -172,6 +187,12 @@ def takes_packed_input(x: torch.Tensor, bits: int, perm: torch.Tensor | None) ->
     """Whether quant_gemv can read x packed by the kernel that made it (kernels/gemv_input.py):
     one row on packed products, its inputs in order (no act-order permutation)."""
     return x.shape[0] == 1 and perm is None and packed_products(x, bits)
+
+
+def takes_float16_rows(x: torch.Tensor, bits: int, perm: torch.Tensor | None) -> bool:
+    """Whether quant_gemv (and quant_gemm, up to its float16 rows) can read x as Float16Rows made
+    by the kernel that made x: 2..MAX_ROWS rows of half precision, 4-bit weights, inputs in order."""
+    return 2 <= x.shape[0] <= MAX_ROWS and bits == 4 and perm is None and x.dtype in (torch.bfloat16, torch.float16)
 
 
 def new_split_counters(n: int, device: torch.device | str) -> torch.Tensor:
@@ -217,24 +238,28 @@ def gemv_splits(n: int, k: int, block_n: int, block_k: int, num_sms: int, tiling
 def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                perm: torch.Tensor | None, bits: int, *, split_k: int | None = None, block_n: int | None = None,
                block_k: int | None = None, num_warps: int = 4, packed: bool | None = None,
-               split_counters: torch.Tensor | None = None, packed_input: torch.Tensor | None = None) -> torch.Tensor:
+               split_counters: torch.Tensor | None = None,
+               packed_input: torch.Tensor | Float16Rows | None = None) -> torch.Tensor:
     """x: [M, K] with M <= 64 -> [M, N] in x's dtype; the result of quant_linear_ref. The tile
     sizes, split count, warps and batch 1's products (packed, 4-bit only: see packed_products) may
     be given (benchmarks), else they are chosen here. split_counters: new_split_counters' zeros,
     which the kernel leaves zero (a projection keeps its own, so a CUDA graph needs no memset);
-    allocated here when not given. packed_input: x as kernels/gemv_input.py packs it, read instead
-    of x (where takes_packed_input)."""
+    allocated here when not given. packed_input, read instead of x: x as kernels/gemv_input.py packs
+    it (where takes_packed_input), or as Float16Rows (where takes_float16_rows)."""
     m, n, group = check_layout(x, qweight, scales, zeros, perm, bits)
     assert 1 <= m <= MAX_ROWS, f"quant_gemv takes 1..{MAX_ROWS} rows, got {m}"
     assert not packed or bits == 4, "packed float16 products are for 4-bit weights"
     packed = packed_products(x, bits) if packed is None else packed
     k = x.shape[1]
-    if packed_input is not None:
+    float16_rows = isinstance(packed_input, Float16Rows)
+    if float16_rows:
+        assert takes_float16_rows(x, bits, perm) and packed_input.values.shape == x.shape
+    elif packed_input is not None:
         assert takes_packed_input(x, bits, perm) and packed, "a packed input is for one row on packed products"
         assert packed_input.dtype == torch.int32 and packed_input.shape == (k // 8, PACKED_INPUT_WORDS.value)
     rows = 1 if m == 1 else max(16, triton.next_power_of_2(m))
     tiling = PACKED_ONE_ROW if m == 1 and packed else DEFAULT_TILING
-    if packed_input is not None and block_n is None and split_k is None and (k, n) in MEASURED_ONE_ROW:
+    if m == 1 and packed_input is not None and block_n is None and split_k is None and (k, n) in MEASURED_ONE_ROW:
         block_n, split_k = MEASURED_ONE_ROW[k, n]
     block_n = block_n or tiling.block_n
     block_k = min(block_k or 128, k_tile(group))
@@ -253,11 +278,13 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
         assert split_counters.dtype == torch.int32 and split_counters.numel() >= blocks
     else:
         parts = split_counters = out  # not read
+    x_in, down = packed_input if float16_rows else (x, out)
     _quant_gemv_kernel[(blocks, split_k)](
-        x, qweight, scales, zeros, perm if perm is not None else qweight,
-        packed_input if packed_input is not None else qweight, out, parts, split_counters,
-        m, n, k, k_per_split, x.stride(0), out.stride(0),
+        x_in, qweight, scales, zeros, perm if perm is not None else qweight,
+        packed_input if packed_input is not None and not float16_rows else qweight, out, parts, split_counters, down,
+        m, n, k, k_per_split, x_in.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
-        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32,
-        PACKED=packed, PACKED_INPUT=packed_input is not None, PDL=pdl, launch_pdl=pdl, num_warps=num_warps)
+        PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, PACKED=packed,
+        PACKED_INPUT=packed_input is not None and not float16_rows, FLOAT16_ROWS=float16_rows,
+        PTX=float16_rows and runs_ptx(x), PDL=pdl, launch_pdl=pdl, num_warps=num_warps)
     return out

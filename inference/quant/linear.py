@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
+from kernels.gemm_input import Float16Rows, new_float16_rows
 from kernels.gemv_input import new_packed_input
-from kernels.quant_gemv import new_split_counters, takes_packed_input
+from kernels.quant_gemv import new_split_counters, takes_float16_rows, takes_packed_input
 
 from .scheme import QuantScheme
 
@@ -42,17 +43,20 @@ class QuantizedLinear(nn.Module):
         """(out_features, in_features), as a dense weight's."""
         return self.out_features, self.in_features
 
-    def forward(self, x: torch.Tensor, packed_input: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, packed_input: torch.Tensor | Float16Rows | None = None) -> torch.Tensor:
         return kernels.quant_linear(x, self.qweight, self.scales, self.zeros, self.perm, self.bits, self.split_counters,
                                     packed_input)
 
-    def packed_input_for(self, x: torch.Tensor) -> torch.Tensor | None:
-        """A buffer for this projection's input packed by the kernel that makes it
-        (kernels/gemv_input.py), where the GEMV reads that form (one row on the GPU, 4-bit); else None.
-        x: the input, or any tensor of its rows, dtype and device."""
-        if not takes_packed_input(x, self.bits, self.perm):
-            return None
-        return new_packed_input(self.in_features, x.device)
+    def packed_input_for(self, x: torch.Tensor) -> torch.Tensor | Float16Rows | None:
+        """A buffer for this projection's input in the form its 4-bit kernel reads, for the kernel
+        that makes the input to fill: one row packed (kernels/gemv_input.py), or 2..64 rows as
+        Float16Rows (kernels/gemm_input.py); None where the kernel reads x itself. x: the input, or
+        any tensor of its rows, dtype and device."""
+        if takes_packed_input(x, self.bits, self.perm):
+            return new_packed_input(self.in_features, x.device)
+        if x.is_cuda and takes_float16_rows(x, self.bits, self.perm):
+            return new_float16_rows(x.shape[0], self.in_features, x.device)
+        return None
 
     @torch.no_grad()
     def fill_random(self, generator: torch.Generator, std: float) -> None:
@@ -68,11 +72,12 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedLinear, packed_input: torch.Tensor | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedLinear,
+           packed_input: torch.Tensor | Float16Rows | None = None) -> torch.Tensor:
     """x @ W.T for a dense weight or a quantized projection (packed_input: from packed_input())."""
     return weight(x, packed_input) if isinstance(weight, QuantizedLinear) else F.linear(x, weight)
 
 
-def packed_input(x: torch.Tensor, weight: torch.Tensor | QuantizedLinear) -> torch.Tensor | None:
+def packed_input(x: torch.Tensor, weight: torch.Tensor | QuantizedLinear) -> torch.Tensor | Float16Rows | None:
     """QuantizedLinear.packed_input_for; None for a dense weight."""
     return weight.packed_input_for(x) if isinstance(weight, QuantizedLinear) else None

@@ -11,6 +11,7 @@ from kernels.paged_decode_attention import paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention
 from kernels import quant_linear
 from kernels.quant_gemm import quant_gemm, takes_float16_pairs
+from kernels.gemm_input import gemm_input, new_float16_rows
 from kernels.gemv_input import new_packed_input, packed_input_ref
 from kernels.quant_gemv import packed_products, quant_gemv, takes_packed_input
 from kernels.quantized_weights import dequantize_ref, quant_linear_ref
@@ -114,6 +115,47 @@ def test_batch_one_gemv_reads_its_input_as_the_producer_packed_it(k, n):
     for block_n, split_k in ((64, 8), (128, 5), (256, 16)):
         assert torch.equal(quant_gemv(x, *case.args, packed_input=packed, block_n=block_n, split_k=split_k),
                            quant_gemv(x, *case.args, block_n=block_n, split_k=split_k))
+
+
+@pytest.mark.parametrize("k,n", SHAPES_7B, ids=["qkv", "o", "gate_up", "down"])
+def test_rows_given_as_float16_rows_reach_the_reference(k, n):
+    """2..64 rows as Float16Rows (what RMSNorm and SiLU write beside their outputs) through the kernel
+    quant_linear picks (the GEMV; the fused GEMM beyond 32 rows for qkv and gate_up)."""
+    case = case_for(k, n, 4, 128, False)
+    for m in (2, 8, 16, 33, 64):
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        got = quant_linear(x, *case.args, packed_input=gemm_input(x, None))
+        assert rel_err(got, quant_linear_ref(x, *case.args)) < 1e-2, m
+
+
+def test_a_captured_mlp_of_8_rows_through_float16_rows_sees_each_result():
+    """An 8-row MLP whose norm and SiLU kernels write the GEMVs' inputs as Float16Rows, replayed from a
+    CUDA graph with new inputs: the eager run's result exactly, and the reference's within bf16."""
+    up, down = case_for(4096, 2 * 4096, 4, 128, False), case_for(4096, 4096, 4, 128, False)
+    norm_w = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
+    x, residual = (torch.randn(8, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    forms = [new_float16_rows(8, 4096, "cuda") for _ in range(2)]
+
+    def mlp(x, residual, formed):
+        up_in, down_in = forms if formed else (None, None)
+        h, residual = rms_norm(x, norm_w, 1e-5, residual, packed_out=up_in)
+        g = silu_and_mul(quant_gemv(h, *up.args, packed_input=up_in), packed_out=down_in)
+        return rms_norm(quant_gemv(g, *down.args, packed_input=down_in), norm_w, 1e-5, residual)[0]
+
+    inputs = [t.clone() for t in (x, residual)]
+    mlp(*inputs, True)  # compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = mlp(*inputs, True)
+    for _ in range(3):
+        x.normal_(), residual.normal_()
+        for buffer, value in zip(inputs, (x, residual)):
+            buffer.copy_(value)
+        graph.replay()
+        replayed = out.clone()
+        assert torch.equal(replayed, mlp(x.clone(), residual.clone(), True))
+        assert rel_err(replayed, mlp(x.clone(), residual.clone(), False)) < 1e-2
 
 
 def test_a_captured_batch_one_mlp_through_packed_inputs_sees_each_result():
