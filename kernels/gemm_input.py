@@ -84,11 +84,12 @@ def _sources(k0, perm_ptr, K, HAS_PERM: tl.constexpr, BLOCK: tl.constexpr):
 
 @triton.jit
 def store_float16_row(values_ptr, down_ptr, row, x, K, BLOCK: tl.constexpr):
-    """Write row `row` of a Float16Rows from x, the whole row as float32 [BLOCK] (0 from K on; K a
-    multiple of 8): the inputs of every 8 go in pair order by a permute in registers."""
+    """Write row `row` of a Float16Rows from x, the whole row as float32 [BLOCK] (what lies from K on
+    is not read; K a multiple of 8): the inputs of every 8 go in pair order by a permute in registers."""
+    offs = tl.arange(0, BLOCK)
+    x = tl.where(offs < K, x, 0.0)  # the producer's masked-off lanes may hold anything
     up, down = row_scale(tl.max(tl.abs(x), axis=0), HEADROOM)
     paired = tl.reshape(tl.permute(tl.reshape(x * up, [BLOCK // 8, 2, 4]), (0, 2, 1)), [BLOCK])
-    offs = tl.arange(0, BLOCK)
     tl.store(values_ptr + row.to(tl.int64) * K + offs, paired.to(tl.float16), mask=offs < K)
     tl.store(down_ptr + row, down)
 

@@ -11,7 +11,7 @@ from kernels.paged_decode_attention import paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention
 from kernels import quant_linear
 from kernels.quant_gemm import quant_gemm, takes_float16_pairs
-from kernels.gemm_input import gemm_input, new_float16_rows
+from kernels.gemm_input import gemm_input, gemm_input_ref, new_float16_rows
 from kernels.gemv_input import new_packed_input, packed_input_ref
 from kernels.quant_gemv import packed_products, quant_gemv, takes_packed_input
 from kernels.quantized_weights import dequantize_ref, quant_linear_ref
@@ -126,6 +126,22 @@ def test_rows_given_as_float16_rows_reach_the_reference(k, n):
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         got = quant_linear(x, *case.args, packed_input=gemm_input(x, None))
         assert rel_err(got, quant_linear_ref(x, *case.args)) < 1e-2, m
+
+
+@pytest.mark.parametrize("width", [4096, 5120, 11008], ids=["7b-hidden", "13b-hidden", "7b-intermediate"])
+def test_norm_and_silu_write_float16_rows_of_real_widths(width):
+    """RMSNorm and SiLU write Float16Rows as gemm_input_ref makes them from their outputs, also where
+    their blocks run past the row (5,120 and 11,008 inputs in blocks of 8,192 and 16,384)."""
+    x, residual = (torch.randn(5, width, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    norm_w = torch.rand(width, device="cuda", dtype=torch.bfloat16) + 0.5
+    rows = new_float16_rows(5, width, "cuda")
+    out, _ = rms_norm(x, norm_w, 1e-5, residual, packed_out=rows)
+    want = gemm_input_ref(out, None)
+    assert torch.equal(rows.values, want.values) and torch.equal(rows.down, want.down)
+    gate_up = torch.randn(5, 2 * width, device="cuda", dtype=torch.bfloat16) * 4
+    out = silu_and_mul(gate_up, packed_out=rows)
+    want = gemm_input_ref(out, None)
+    assert torch.equal(rows.values, want.values) and torch.equal(rows.down, want.down)
 
 
 @pytest.mark.parametrize("rows", [1, 8])
