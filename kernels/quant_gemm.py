@@ -55,8 +55,8 @@ _WORD_TO_F16_REGS = tl.constexpr(",".join(["=r"] * 4 + ["r"] * 20))
 
 
 @triton.jit
-def float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP: tl.constexpr,
-                 BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
+def _float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP: tl.constexpr,
+                  BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
     """The float16 4-bit weights W[offs_n, k0 : k0 + BLOCK_K] ([BLOCK_N, BLOCK_K]) in pair order
     (gemm_input.PAIR_ORDER); on the GPU eight a word from one inline-assembly block, which takes the
     word's eight repeats as its eight inputs."""
@@ -75,6 +75,16 @@ def float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROU
         q = (words >> (((p % 2) * 4 + p // 2) * 4)[None, :]) & 15
         w = ((q.to(tl.float32) - zero[:, None]) * scale[:, None]).to(tl.float16)
     return w
+
+
+@triton.jit
+def float16_dot_tile(acc_t, x_ptr, x_rows, m_mask, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N,
+                     GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, PTX: tl.constexpr):
+    """quantized_weights.dot_tile for x given as Float16Rows' values (x_rows: the rows' offsets into
+    them): acc_t [BLOCK_N, rows] + the float16 4-bit weights of inputs k0 .. k0 + BLOCK_K @ x's."""
+    x_t = tl.load(x_ptr + x_rows[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None], mask=m_mask[None, :], other=0.0)
+    w = _float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP, BLOCK_K, BLOCK_N, PTX)
+    return tl.dot(w, x_t, acc_t)
 
 
 @triton.jit
@@ -107,11 +117,8 @@ def _quant_gemm_kernel(
     acc_t = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)  # out.T = W @ x.T
     for k0 in range(0, K, BLOCK_K):
         if F16:
-            x_t = tl.load(x_ptr + rows[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None], mask=m_mask[None, :],
-                          other=0.0)
-            w = float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP, BLOCK_K, BLOCK_N,
-                             PTX)
-            acc_t = tl.dot(w, x_t, acc_t)
+            acc_t = float16_dot_tile(acc_t, x_ptr, rows, m_mask, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n,
+                                     n_mask, N, GROUP, BLOCK_K, BLOCK_N, PTX)
         else:
             acc_t = dot_tile(acc_t, x_ptr, rows, m_mask, perm_ptr, qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n,
                              n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)

@@ -30,7 +30,7 @@ from .dependent_launch import dependent_launch, launch_next, wait_for_previous
 from .gemm_input import Float16Rows
 from .gemv_input import WORDS as PACKED_INPUT_WORDS, load_packed_input
 from .ptx import runs_ptx
-from .quant_gemm import float16_tile
+from .quant_gemm import float16_dot_tile
 from .quant_gemv_packed import float16_products, pack_inputs
 from .quantized_weights import check_layout, dot_tile, group_scale_zero, k_tile
 
@@ -147,11 +147,8 @@ def _quant_gemv_kernel(
         acc_t = tl.zeros([BLOCK_N, ROWS], tl.float32)  # out.T = W @ x.T: the weights fill the MMA's rows
         for k0 in range(k_start, k_end, BLOCK_K):
             if FLOAT16_ROWS:  # x is Float16Rows' values
-                x_t = tl.load(x_ptr + (offs_m * stride_xm)[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None],
-                              mask=m_mask[None, :], other=0.0)
-                w = float16_tile(qweight_ptr, scales_ptr, zeros_ptr, k0, offs_n, n_mask, N, GROUP, BLOCK_K, BLOCK_N,
-                                 PTX)
-                acc_t = tl.dot(w, x_t, acc_t)
+                acc_t = float16_dot_tile(acc_t, x_ptr, offs_m * stride_xm, m_mask, qweight_ptr, scales_ptr, zeros_ptr,
+                                         k0, offs_n, n_mask, N, GROUP, BLOCK_K, BLOCK_N, PTX)
             else:
                 acc_t = dot_tile(acc_t, x_ptr, offs_m * stride_xm, m_mask, perm_ptr, qweight_ptr, scales_ptr,
                                  zeros_ptr, k0, offs_n, n_mask, N, BITS, GROUP, BLOCK_K, BLOCK_N, HAS_PERM, IEEE)
