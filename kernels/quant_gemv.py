@@ -276,12 +276,13 @@ def quant_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     else:
         parts = split_counters = out  # not read
     x_in, down = packed_input if float16_rows else (x, out)
+    words = None if float16_rows else packed_input  # batch 1's packed input, if given
     _quant_gemv_kernel[(blocks, split_k)](
         x_in, qweight, scales, zeros, perm if perm is not None else qweight,
-        packed_input if packed_input is not None and not float16_rows else qweight, out, parts, split_counters, down,
+        qweight if words is None else words, out, parts, split_counters, down,
         m, n, k, k_per_split, x_in.stride(0), out.stride(0),
         BITS=bits, GROUP=group, HAS_PERM=perm is not None, ROWS=rows, BLOCK_N=block_n, BLOCK_K=block_k,
         PARTIAL=split_k > 1, IEEE=x.dtype == torch.float32, PACKED=packed,
-        PACKED_INPUT=packed_input is not None and not float16_rows, FLOAT16_ROWS=float16_rows,
+        PACKED_INPUT=words is not None, FLOAT16_ROWS=float16_rows,
         PTX=float16_rows and runs_ptx(x), PDL=pdl, launch_pdl=pdl, num_warps=num_warps)
     return out
